@@ -1,0 +1,1 @@
+"""JanusVLN policy core: config, model, memory, processor and policy (torch + transformers only)."""

@@ -1,0 +1,211 @@
+"""One dataclass that fully describes a JanusVLN model, with full-size and tiny presets.
+
+``JanusConfig`` nests the Qwen2.5-VL sizes, the VGGT aggregator sizes, the fusion settings, the
+memory windows, the image geometry and the policy settings. Presets live in ``presets/*.yaml``
+beside this module and load with :func:`load_config`; any YAML file with the same keys works too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A config file or value is invalid; the message names the field."""
+
+
+@dataclasses.dataclass
+class QwenVLConfig:
+    """Sizes of the Qwen2.5-VL backbone (LLM + vision tower). Defaults: Qwen2.5-VL-7B-Instruct."""
+
+    vocab_size: int = 152064
+    hidden_size: int = 3584
+    intermediate_size: int = 18944
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 28
+    num_key_value_heads: int = 4
+    max_position_embeddings: int = 128000
+    rope_theta: float = 1000000.0
+    rms_norm_eps: float = 1e-6
+    mrope_section: tuple[int, int, int] = (16, 24, 24)
+    tie_word_embeddings: bool = False
+    # vision tower
+    vision_depth: int = 32
+    vision_hidden_size: int = 1280
+    vision_intermediate_size: int = 3420
+    vision_num_heads: int = 16
+    vision_patch_size: int = 14
+    vision_window_size: int = 112
+    vision_fullatt_block_indexes: tuple[int, ...] = (7, 15, 23, 31)
+    spatial_merge_size: int = 2
+    temporal_patch_size: int = 2
+    tokens_per_second: int = 2
+    # special token ids (Qwen2.5-VL tokenizer)
+    image_token_id: int = 151655
+    video_token_id: int = 151656
+    vision_start_token_id: int = 151652
+    vision_end_token_id: int = 151653
+    bos_token_id: int = 151643
+    eos_token_id: int = 151645
+    pad_token_id: int = 151643
+
+
+@dataclasses.dataclass
+class VGGTConfig:
+    """Sizes of the VGGT aggregator. Defaults: VGGT-1B (DINOv2 ViT-L/14 with 4 registers)."""
+
+    img_size: int = 518
+    patch_size: int = 14
+    embed_dim: int = 1024
+    depth: int = 24
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    num_register_tokens: int = 4
+    qk_norm: bool = True
+    rope_freq: float = 100.0
+    init_values: float = 0.01
+    # DINOv2 patch embedder
+    patch_embed_depth: int = 24
+    patch_embed_num_heads: int = 16
+    patch_embed_num_register_tokens: int = 4
+    feature_layer: int = -2  # aggregator output used for fusion (second-to-last)
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of one aggregator output token: frame and global outputs concatenated."""
+        return 2 * self.embed_dim
+
+
+@dataclasses.dataclass
+class MemoryConfig:
+    """Memory windows, in frames: the initial window is kept forever, the recent one slides."""
+
+    spatial_initial: int = 8
+    spatial_recent: int = 48
+    semantic_initial: int = 8
+    semantic_recent: int = 48
+    num_history: int = 8  # sampled history frames in reference mode (plus the current frame)
+
+
+@dataclasses.dataclass
+class ImageConfig:
+    """Camera frame and model input geometry (see janus_core/processor.py for the exact rules)."""
+
+    input_width: int = 640
+    input_height: int = 480
+    target_width: int = 644  # resize width for both encoders (release: hard-coded 644)
+    hfov_deg: float = 79.0
+
+
+@dataclasses.dataclass
+class JanusConfig:
+    """Everything that defines a JanusVLN model and its policy loop."""
+
+    name: str = "janusvln-7b"
+    qwen: QwenVLConfig = dataclasses.field(default_factory=QwenVLConfig)
+    vggt: VGGTConfig = dataclasses.field(default_factory=VGGTConfig)
+    memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
+    image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
+    merger_hidden_dim: int = 4096
+    lam: float = 0.2
+    reference_frame: str = "first"
+    use_vggt: bool = True  # False: the "without VGGT branch" ablation
+    actions: tuple[str, ...] = ("STOP", "MOVE_FORWARD", "TURN_LEFT", "TURN_RIGHT")
+    prompt_style: str = "eval"  # "eval" (release evaluation prompt) or "train"
+    mode: str = "reference"  # "reference" (release loop) or "streaming" (full dual memory)
+    max_new_tokens: int = 24
+    max_steps: int = 400  # forced STOP at this step (release parity)
+    dtype: str = "auto"  # "auto": bf16 on GPU, fp32 on CPU; or "float32", "bfloat16", "float16"
+    device: str = "auto"  # "auto": cuda if available, else cpu
+
+    def __post_init__(self):
+        """Reject inconsistent values with a message naming the field."""
+        if self.prompt_style not in ("eval", "train"):
+            raise ConfigError(f"prompt_style must be 'eval' or 'train', got {self.prompt_style!r}")
+        if self.mode not in ("reference", "streaming"):
+            raise ConfigError(f"mode must be 'reference' or 'streaming', got {self.mode!r}")
+        if self.reference_frame not in ("first", "last"):
+            raise ConfigError(
+                f"reference_frame must be 'first' or 'last', got {self.reference_frame!r}"
+            )
+        if self.vggt.depth <= 0 or self.vggt.embed_dim % self.vggt.num_heads:
+            raise ConfigError(
+                f"vggt.embed_dim ({self.vggt.embed_dim}) must be divisible by vggt.num_heads "
+                f"({self.vggt.num_heads}) and vggt.depth must be positive"
+            )
+        for field in ("spatial_initial", "spatial_recent", "semantic_initial", "semantic_recent"):
+            if getattr(self.memory, field) < 0:
+                raise ConfigError(f"memory.{field} must be >= 0")
+
+    # ---- (de)serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict (lists instead of tuples), suitable for YAML or JSON."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JanusConfig":
+        """Build a config from a nested dict; unknown keys are an error naming them."""
+        return _build(cls, data, prefix="")
+
+    def to_yaml(self, path: str | Path) -> None:
+        """Write this config as YAML."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def replace(self, **changes: Any) -> "JanusConfig":
+        """A copy with top-level fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config keys {[prefix + k for k in unknown]} for {cls.__name__}")
+    kwargs = {}
+    for name, value in data.items():
+        default = fields[name].default_factory() if callable(fields[name].default_factory) else (
+            fields[name].default
+        )
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, prefix=f"{prefix}{name}.")
+        elif isinstance(default, tuple):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_config(name_or_path: str | Path) -> JanusConfig:
+    """Load a preset by name (``full``, ``tiny``, ...) or any YAML file with JanusConfig keys."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+            raise ConfigError(f"unknown preset {str(name_or_path)!r}; known presets: {known}")
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    try:
+        return JanusConfig.from_dict(data)
+    except (ConfigError, TypeError) as err:
+        raise ConfigError(f"{path}: {err}") from err
