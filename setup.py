@@ -6,7 +6,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 PACKAGE = "janus_vln_ros"
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent  # colcon runs a symlinked copy
 
 
 def requirements(name):
