@@ -34,6 +34,7 @@ setup(
         "training": requirements("sim") + requirements("training"),
         "habitat": [],  # habitat-sim comes from conda: see README "Habitat backend"
         "dev": requirements("dev"),
+        "test": ["pytest==8.3.5"],  # colcon test picks pytest from this extra
     },
     zip_safe=True,
     maintainer="janus_vln_ros maintainers",
