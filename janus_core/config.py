@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -18,6 +19,14 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 class ConfigError(ValueError):
     """A config file or value is invalid; the message names the field."""
+
+
+_DTYPES = {
+    "auto": None,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 
 @dataclasses.dataclass
@@ -35,6 +44,7 @@ class QwenVLConfig:
     rms_norm_eps: float = 1e-6
     mrope_section: tuple[int, int, int] = (16, 24, 24)
     tie_word_embeddings: bool = False
+    hidden_act: str = "silu"
     # vision tower
     vision_depth: int = 32
     vision_hidden_size: int = 1280
@@ -46,7 +56,9 @@ class QwenVLConfig:
     spatial_merge_size: int = 2
     temporal_patch_size: int = 2
     tokens_per_second: int = 2
-    # special token ids (Qwen2.5-VL tokenizer)
+    vision_hidden_act: str = "silu"
+    # special token ids (Qwen2.5-VL tokenizer). The tokenizer's added tokens sit in Qwen's order
+    # from <|endoftext|> (= bos_token_id) on; janus_core/tokenizer.py relies on that layout.
     image_token_id: int = 151655
     video_token_id: int = 151656
     vision_start_token_id: int = 151652
@@ -54,6 +66,11 @@ class QwenVLConfig:
     bos_token_id: int = 151643
     eos_token_id: int = 151645
     pad_token_id: int = 151643
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one LLM attention head."""
+        return self.hidden_size // self.num_attention_heads
 
 
 @dataclasses.dataclass
@@ -123,6 +140,7 @@ class JanusConfig:
     max_steps: int = 400  # forced STOP at this step (release parity)
     dtype: str = "auto"  # "auto": bf16 on GPU, fp32 on CPU; or "float32", "bfloat16", "float16"
     device: str = "auto"  # "auto": cuda if available, else cpu
+    attn_implementation: str = "sdpa"  # Qwen attention kernel: "sdpa", "eager", "flash_attention_2"
 
     def __post_init__(self):
         """Reject inconsistent values with a message naming the field."""
@@ -139,9 +157,106 @@ class JanusConfig:
                 f"vggt.embed_dim ({self.vggt.embed_dim}) must be divisible by vggt.num_heads "
                 f"({self.vggt.num_heads}) and vggt.depth must be positive"
             )
+        if not -self.vggt.depth <= self.vggt.feature_layer < self.vggt.depth:
+            raise ConfigError(
+                f"vggt.feature_layer ({self.vggt.feature_layer}) must index one of the "
+                f"{self.vggt.depth} aggregator outputs"
+            )
         for field in ("spatial_initial", "spatial_recent", "semantic_initial", "semantic_recent"):
             if getattr(self.memory, field) < 0:
                 raise ConfigError(f"memory.{field} must be >= 0")
+        if self.memory.num_history < 0:
+            raise ConfigError(f"memory.num_history must be >= 0, got {self.memory.num_history}")
+        self._check_qwen()
+        self._check_image()
+        if self.merger_hidden_dim <= 0:
+            raise ConfigError(f"merger_hidden_dim must be positive, got {self.merger_hidden_dim}")
+        if tuple(self.actions) != ("STOP", "MOVE_FORWARD", "TURN_LEFT", "TURN_RIGHT"):
+            raise ConfigError(
+                "actions must be ['STOP', 'MOVE_FORWARD', 'TURN_LEFT', 'TURN_RIGHT'] (the release "
+                f"vocabulary, see janus_core/actions.py), got {list(self.actions)}"
+            )
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.max_steps < 0:
+            raise ConfigError(f"max_steps must be >= 0, got {self.max_steps}")
+        if self.dtype not in _DTYPES:
+            raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise ConfigError(
+                f"device must be 'auto', 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}"
+            )
+        if self.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
+            raise ConfigError(
+                "attn_implementation must be 'sdpa', 'eager' or 'flash_attention_2', "
+                f"got {self.attn_implementation!r}"
+            )
+
+    def _check_qwen(self) -> None:
+        q = self.qwen
+        if q.hidden_size % q.num_attention_heads:
+            raise ConfigError(
+                f"qwen.hidden_size ({q.hidden_size}) must be divisible by qwen.num_attention_heads "
+                f"({q.num_attention_heads})"
+            )
+        if q.num_attention_heads % q.num_key_value_heads:
+            raise ConfigError(
+                f"qwen.num_attention_heads ({q.num_attention_heads}) must be divisible by "
+                f"qwen.num_key_value_heads ({q.num_key_value_heads})"
+            )
+        if len(q.mrope_section) != 3 or 2 * sum(q.mrope_section) != q.head_dim:
+            raise ConfigError(
+                f"qwen.mrope_section {list(q.mrope_section)} must have 3 entries summing to half "
+                f"the head dim ({q.head_dim // 2})"
+            )
+        if q.vision_hidden_size % q.vision_num_heads:
+            raise ConfigError(
+                f"qwen.vision_hidden_size ({q.vision_hidden_size}) must be divisible by "
+                f"qwen.vision_num_heads ({q.vision_num_heads})"
+            )
+        bad = [i for i in q.vision_fullatt_block_indexes if not 0 <= i < q.vision_depth]
+        if bad:
+            raise ConfigError(
+                f"qwen.vision_fullatt_block_indexes {bad} are outside 0..{q.vision_depth - 1}"
+            )
+        if q.vision_patch_size != self.vggt.patch_size:
+            raise ConfigError(
+                f"qwen.vision_patch_size ({q.vision_patch_size}) must equal vggt.patch_size "
+                f"({self.vggt.patch_size}): the fusion adds VGGT and Qwen tokens of the same patch"
+            )
+        ids = {
+            "image_token_id": q.image_token_id,
+            "video_token_id": q.video_token_id,
+            "vision_start_token_id": q.vision_start_token_id,
+            "vision_end_token_id": q.vision_end_token_id,
+            "bos_token_id": q.bos_token_id,
+            "eos_token_id": q.eos_token_id,
+            "pad_token_id": q.pad_token_id,
+        }
+        outside = {k: v for k, v in ids.items() if not 0 <= v < q.vocab_size}
+        if outside:
+            raise ConfigError(
+                f"qwen token ids {outside} are outside the vocabulary 0..{q.vocab_size - 1}"
+            )
+
+    def _check_image(self) -> None:
+        im, patch = self.image, self.vggt.patch_size
+        if im.input_width <= 0 or im.input_height <= 0:
+            raise ConfigError(
+                "image.input_width/input_height must be positive, "
+                f"got {im.input_width}x{im.input_height}"
+            )
+        if im.target_width % patch:
+            raise ConfigError(
+                f"image.target_width ({im.target_width}) must be a multiple of the patch size "
+                f"({patch})"
+            )
+        merge = self.qwen.spatial_merge_size
+        if im.target_width // patch < merge:
+            raise ConfigError(
+                f"image.target_width ({im.target_width}) is smaller than one merged patch "
+                f"({patch * merge} px)"
+            )
 
     # ---- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -209,3 +324,26 @@ def load_config(name_or_path: str | Path) -> JanusConfig:
         return JanusConfig.from_dict(data)
     except (ConfigError, TypeError) as err:
         raise ConfigError(f"{path}: {err}") from err
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """Turn ``"auto"`` (cuda when available, else cpu), a device string or None into a device."""
+    if name is None or (isinstance(name, str) and name == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(name)!r} was asked for but CUDA is not available")
+    return device
+
+
+def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """Turn ``"auto"`` (bf16 on CUDA, fp32 elsewhere), a dtype name or a dtype into a dtype."""
+    if isinstance(name, torch.dtype):
+        if name not in _DTYPES.values():
+            raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {name}")
+        return name
+    if name is None or name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in _DTYPES:
+        raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {name!r}")
+    return _DTYPES[name]
