@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from janus_core.actions import Action
@@ -56,3 +58,38 @@ class ForwardOnlyPolicy(Policy):
         if self.max_forward is not None and self._step > self.max_forward:
             return StepResult(action=Action.STOP, step=self._step)
         return StepResult(action=Action.MOVE_FORWARD, step=self._step)
+
+
+class ConstantPolicy(Policy):
+    """Always the same action after an optional fixed delay: a constant-time policy for tests.
+
+    ``delay_s`` makes ``act`` take a known time (the navigator benchmark measures what the node
+    adds around it). ``fail_steps`` lists 1-based step numbers, counted from the episode start,
+    at which ``act`` raises RuntimeError, to exercise a driver's fault handling.
+    """
+
+    def __init__(self, action: Action, delay_s: float = 0.0, fail_steps: tuple[int, ...] = ()):
+        if not delay_s >= 0.0:
+            raise ValueError(f"delay_s must be >= 0, got {delay_s}")
+        self.action = Action(action)
+        self.delay_s = float(delay_s)
+        self.fail_steps = frozenset(int(s) for s in fail_steps)
+        self._step = 0
+
+    def reset(self, instruction: str) -> None:
+        """Start counting steps again."""
+        self._step = 0
+
+    def act(self, observation: Observation) -> StepResult:
+        """Wait ``delay_s``, then return the constant action (or raise on a fail step)."""
+        self._step += 1
+        start = time.perf_counter()
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self._step in self.fail_steps:
+            raise RuntimeError(f"ConstantPolicy: scripted failure at step {self._step}")
+        elapsed = time.perf_counter() - start
+        return StepResult(
+            action=self.action, step=self._step, timings={"constant": elapsed},
+            text=self.action.name,
+        )

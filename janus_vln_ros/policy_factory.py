@@ -1,0 +1,74 @@
+"""Build a policy from the navigator's ``model`` string (no rclpy; shared by the node and replay).
+
+Accepted specs:
+
+* ``random``: :class:`janus_core.baselines.RandomPolicy` (seed 0).
+* ``forward``: :class:`janus_core.baselines.ForwardOnlyPolicy`.
+* ``constant:<ACTION>[:<delay_s>][:fail=<n>,<m>...]``: :class:`janus_core.baselines.ConstantPolicy`,
+  for tests and benchmarks (e.g. ``constant:MOVE_FORWARD:0.05`` or
+  ``constant:TURN_LEFT:0:fail=2,3``).
+* anything else: ``janus_core.policy.build_policy(spec)`` (a preset name such as ``tiny`` or a
+  checkpoint directory), imported only then so that baselines need no torch.
+"""
+
+from __future__ import annotations
+
+from janus_core.actions import Action
+from janus_core.baselines import ConstantPolicy, ForwardOnlyPolicy, RandomPolicy
+from janus_core.interface import Policy
+
+
+class PolicySpecError(ValueError):
+    """The ``model`` string cannot be parsed; the text shows the accepted forms."""
+
+
+_CONSTANT_FORM = "constant:<ACTION>[:<delay_s>][:fail=<n>,<m>...]"
+
+
+def parse_constant_spec(spec: str) -> ConstantPolicy:
+    """Parse ``constant:...`` (see the module docstring) into a ConstantPolicy."""
+    parts = spec.split(":")
+    if len(parts) < 2 or not parts[1]:
+        raise PolicySpecError(f"model {spec!r}: expected {_CONSTANT_FORM}")
+    try:
+        action = Action.from_name(parts[1])
+    except ValueError as err:
+        raise PolicySpecError(f"model {spec!r}: {err}") from None
+    delay, fail_steps = 0.0, ()
+    for extra in parts[2:]:
+        if extra.startswith("fail="):
+            try:
+                fail_steps = tuple(int(s) for s in extra[5:].split(",") if s)
+            except ValueError:
+                raise PolicySpecError(
+                    f"model {spec!r}: fail= needs comma-separated step numbers, got {extra!r}"
+                ) from None
+            continue
+        try:
+            delay = float(extra)
+        except ValueError:
+            raise PolicySpecError(
+                f"model {spec!r}: {extra!r} is neither a delay in seconds nor fail=...; "
+                f"expected {_CONSTANT_FORM}"
+            ) from None
+        if not delay >= 0.0:
+            raise PolicySpecError(f"model {spec!r}: delay must be >= 0 seconds, got {delay}")
+    return ConstantPolicy(action, delay_s=delay, fail_steps=fail_steps)
+
+
+def make_policy(spec: str) -> Policy:
+    """Build the policy named by ``spec``; raises PolicySpecError or the builder's own error."""
+    spec = spec.strip()
+    if not spec:
+        raise PolicySpecError(
+            "model is empty; use random, forward, constant:<ACTION>, a preset or a checkpoint dir"
+        )
+    if spec == "random":
+        return RandomPolicy()
+    if spec == "forward":
+        return ForwardOnlyPolicy()
+    if spec.startswith("constant:") or spec == "constant":
+        return parse_constant_spec(spec)
+    from janus_core.policy import build_policy  # torch + transformers: only when needed
+
+    return build_policy(spec)
