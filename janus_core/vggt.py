@@ -380,6 +380,27 @@ class Aggregator(nn.Module):
         per_frame = token[0, slots]  # [S, n, C]
         return per_frame.unsqueeze(0).expand(B, -1, -1, -1).reshape(B * S, *token.shape[2:])
 
+    def embed_frames(self, images: Tensor, first_is_reference: bool) -> Tensor:
+        """Checked images [B, S, 3, H, W] -> input tokens [B*S, P, C] of the alternating trunk.
+
+        Normalises, runs the DINOv2 embedder and prepends camera + register tokens (slot 0 for
+        frame 0 when ``first_is_reference``, slot 1 otherwise).
+        """
+        B, S, _, H, W = images.shape
+        x = (images - self._resnet_mean) / self._resnet_std
+        patches = self.patch_embed(x.reshape(B * S, 3, H, W))  # [B*S, h*w, C]
+        camera = self._special_tokens(self.camera_token, B, S, first_is_reference)
+        registers = self._special_tokens(self.register_token, B, S, first_is_reference)
+        return torch.cat([camera.to(patches.dtype), registers.to(patches.dtype), patches], dim=1)
+
+    def rope_tables(self, height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """RoPE (cos, sin) for one frame's tokens, each [P, head_dim] (float32)."""
+        if self.rope is None:
+            raise ValueError("this aggregator has no RoPE (rope_freq <= 0)")
+        p = self.patch_size
+        head_dim = self.embed_dim // self.num_heads
+        return self.rope.tables(height // p, width // p, self.patch_start_idx, head_dim, device)
+
     def forward(
         self, images: Tensor, cache: SpatialCache | None = None
     ) -> tuple[list[Tensor], int]:
@@ -396,23 +417,11 @@ class Aggregator(nn.Module):
                 steps = [self.forward(images[:, i : i + 1], cache)[0] for i in range(S)]
                 return [torch.cat(d, dim=1) for d in zip(*steps)], self.patch_start_idx
 
-        x = (images - self._resnet_mean) / self._resnet_std
-        patches = self.patch_embed(x.reshape(B * S, 3, H, W))  # [B*S, h*w, C]
-        first = cache is None or cache.frames_seen == 0
-        camera = self._special_tokens(self.camera_token, B, S, first).to(patches.dtype)
-        registers = self._special_tokens(self.register_token, B, S, first).to(patches.dtype)
-        x = torch.cat([camera, registers, patches], dim=1)  # [B*S, P, C]
-        _, P, C = x.shape
-
+        x = self.embed_frames(images, first_is_reference=cache is None or cache.frames_seen == 0)
+        _, P, C = x.shape  # x: [B*S, P, C]
         frame_rope = global_rope = None
         if self.rope is not None:
-            cos, sin = self.rope.tables(
-                H // self.patch_size,
-                W // self.patch_size,
-                self.patch_start_idx,
-                C // self.num_heads,
-                images.device,
-            )
+            cos, sin = self.rope_tables(H, W, images.device)
             frame_rope, global_rope = (cos, sin), (cos.repeat(S, 1), sin.repeat(S, 1))
 
         outputs = []
