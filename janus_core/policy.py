@@ -93,6 +93,7 @@ class JanusVLNPolicy(Policy):
         self.frames: list[np.ndarray] = []
         self.instruction: str | None = None
         self.step = 0
+        self.last_token_ids: list[int] = []  # the last reply's token ids (debugging, benchmarks)
         self._prompts: dict[int, torch.Tensor] = {}
 
     # ---- construction --------------------------------------------------------------------------
@@ -174,6 +175,7 @@ class JanusVLNPolicy(Policy):
             tokens = model.greedy_generate(
                 input_ids, inputs_embeds, grid_thw, self.max_new_tokens, self.eos_token_ids
             )
+        self.last_token_ids = tokens
         with _stage(timings, "action", device):
             text = proc.decode(tokens)
             action, parsed = proc.parse(text, t)
