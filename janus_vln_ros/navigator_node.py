@@ -26,6 +26,7 @@ stops, publishes a final zero and waits for it to be acknowledged, and ignores f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import sys
 import threading
@@ -83,6 +84,20 @@ NODE_NAME = "navigator"
 _DIAG_LEVEL = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 
 
+def _logged_transition(method):
+    """Log a transition callback's exception (rclpy turns it into ERROR without a word)."""
+
+    @functools.wraps(method)
+    def wrapper(self, state):
+        try:
+            return method(self, state)
+        except Exception:
+            self.get_logger().error(f"{method.__name__} raised:\n{traceback.format_exc()}")
+            raise
+
+    return wrapper
+
+
 def _qos(depth: int, reliable: bool = True, latched: bool = False) -> QoSProfile:
     """A QoS profile with every policy written out (teleop_tools style)."""
     return QoSProfile(
@@ -136,6 +151,7 @@ class NavigatorNode(LifecycleNode):
         self._state = "unconfigured"
         self._reason, self._detail = StopReason.INACTIVE, "node is not configured"
         self._frame: _Frame | None = None
+        self._image_topic = ""
         self._frame_seq = 0
         self._last_used_seq = -1
         self._depth: tuple[np.ndarray, float] | None = None
@@ -178,6 +194,7 @@ class NavigatorNode(LifecycleNode):
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
     # ------------------------------------------------------------------ lifecycle
+    @_logged_transition
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load parameters and the policy; SUCCESS -> inactive, FAILURE -> unconfigured."""
         try:
@@ -217,6 +234,7 @@ class NavigatorNode(LifecycleNode):
         self._worker.start()
         return TransitionCallbackReturn.SUCCESS
 
+    @_logged_transition
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start driving."""
         with self._cond:
@@ -227,6 +245,7 @@ class NavigatorNode(LifecycleNode):
         self.get_logger().info("activated: driving when an instruction and frames are present")
         return super().on_activate(state)
 
+    @_logged_transition
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop the robot at once; the episode is kept for the next activate."""
         with self._cond:
@@ -237,11 +256,13 @@ class NavigatorNode(LifecycleNode):
         self.get_logger().info("deactivated: robot stopped")
         return super().on_deactivate(state)
 
+    @_logged_transition
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop the robot, stop the worker, free the policy and the topics."""
         self._release("cleanup")
         return TransitionCallbackReturn.SUCCESS
 
+    @_logged_transition
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop the robot and release everything."""
         with self._cond:
@@ -249,6 +270,7 @@ class NavigatorNode(LifecycleNode):
         self._release("shutdown")
         return TransitionCallbackReturn.SUCCESS
 
+    @_logged_transition
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop the robot and release everything; SUCCESS returns to unconfigured."""
         self.get_logger().error("lifecycle error: stopping the robot and releasing the policy")
@@ -278,9 +300,10 @@ class NavigatorNode(LifecycleNode):
             image_type = CompressedImage
         else:
             image_topic, image_type = params.image_topic, Image
-        self._image_topic = image_topic
+        image_sub = self.create_subscription(image_type, image_topic, self._on_image, image_qos)
+        self._image_topic = image_sub.topic_name  # resolved, for log lines
         subs = [
-            self.create_subscription(image_type, image_topic, self._on_image, image_qos),
+            image_sub,
             self.create_subscription(
                 String, params.instruction_topic, self._on_instruction, _qos(1, latched=True),
                 event_callbacks=SubscriptionEventCallbacks(
@@ -309,6 +332,7 @@ class NavigatorNode(LifecycleNode):
 
     def _release(self, why: str) -> None:
         """Zero the robot, stop the worker, destroy the interfaces, close the policy."""
+        self.get_logger().info(f"{why}: releasing")
         with self._cond:
             self._monitor.active = False
             self._halt_locked()
@@ -323,7 +347,6 @@ class NavigatorNode(LifecycleNode):
                     "leaving it (it can no longer publish)"
                 )
         with self._cond:
-            self._wait_for_zero_locked()
             for entity in self._nav_subs:
                 self.destroy_subscription(entity)
             for timer in self._nav_timers:
@@ -352,18 +375,23 @@ class NavigatorNode(LifecycleNode):
             self._worker_stop = True
             self._cond.notify_all()
 
-    def final_zero(self) -> None:
-        """Publish a last zero and wait (up to 1 s) until subscribers acknowledged it."""
+    def final_zero(self, ack_timeout: float = 0.5) -> None:
+        """Publish a last zero and wait up to ``ack_timeout`` s for reliable readers to ack it.
+
+        The sample is sent during ``publish`` (synchronous publishing); the wait only covers a
+        retransmission, so its timeout is short.
+        """
         with self._cond:
             self._monitor.shutdown = True
             self._motion_token += 1
             self._motion_active = False
             self._publish_cmd_locked(ZERO)
-            self._wait_for_zero_locked()
-
-    def _wait_for_zero_locked(self) -> None:
-        if self._cmd_pub is not None:
-            self._cmd_pub.wait_for_all_acked(Duration(seconds=1.0))
+            publisher = self._cmd_pub
+        if publisher is not None:
+            try:
+                publisher.wait_for_all_acked(Duration(seconds=ack_timeout))
+            except Exception as err:  # noqa: BLE001 - destroyed meanwhile: nothing to wait for
+                self.get_logger().debug(f"final zero: not waiting for acks ({err})")
 
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, msg: Image | CompressedImage) -> None:
@@ -468,8 +496,8 @@ class NavigatorNode(LifecycleNode):
             self._refresh_locked()
             self._cond.notify_all()
         if changed:
-            log = self.get_logger().warning if engaged else self.get_logger().info
-            log("e-stop engaged: robot stopped" if engaged else "e-stop released")
+            self._log_at(WARN if engaged else OK,
+                         "e-stop engaged: robot stopped" if engaged else "e-stop released")
 
     def _on_watchdog(self) -> None:
         with self._cond:
@@ -562,10 +590,7 @@ class NavigatorNode(LifecycleNode):
             self._detail = detail
             if reason != StopReason.NONE:
                 self._halt_locked(force=True)
-                log = {OK: self.get_logger().info, WARN: self.get_logger().warning}.get(
-                    level(reason), self.get_logger().error
-                )
-                log(f"robot held: {reason.value}: {detail}")
+                self._log_at(level(reason), f"robot held: {reason.value}: {detail}")
             elif previous != StopReason.NONE:
                 self.get_logger().info(f"inputs ok again after {previous.value}: driving")
             self._publish_status_locked()
@@ -573,6 +598,15 @@ class NavigatorNode(LifecycleNode):
         else:
             self._detail = detail
         return reason
+
+    def _log_at(self, severity: int, message: str) -> None:
+        """Log at a diagnostics level (rclpy forbids one call site with varying severity)."""
+        if severity == OK:
+            self.get_logger().info(message)
+        elif severity == WARN:
+            self.get_logger().warning(message)
+        else:
+            self.get_logger().error(message)
 
     def _halt_locked(self, force: bool = True) -> None:
         """Cancel any motion and publish a zero (if publishing is possible)."""
@@ -814,7 +848,10 @@ class NavigatorNode(LifecycleNode):
                         self._publish_status_locked()
                         return
                     pose = self._odom[0]
-                velocity, outcome = follower.update(now - start, pose)
+                # timed: the nominal tick time, so the commands integrate to the planned
+                # distance exactly under zero-order hold; closed loop: the real elapsed time
+                t = now - start if follower.closed_loop else tick * dt
+                velocity, outcome = follower.update(t, pose)
                 self._publish_cmd_locked(velocity)
                 if outcome != MotionOutcome.RUNNING:
                     self._motion_active = False
