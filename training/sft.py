@@ -334,6 +334,20 @@ class JanusTrainer(Trainer):
         self.lrs = dict(lrs)
         self.janus_tokenizer = janus_tokenizer
 
+    def get_decay_parameter_names(self, model) -> list[str]:
+        """Parameters that get weight decay: all but biases and the weights of norm layers.
+
+        The Trainer's own rule misses norms that are not ``nn.LayerNorm`` and not named
+        ``*norm*`` (the mergers' ``ln_q`` RMSNorms); any module whose class name contains
+        ``Norm`` counts as a norm here.
+        """
+        names = set(super().get_decay_parameter_names(model))
+        for module_name, module in model.named_modules():
+            if "Norm" in type(module).__name__:
+                for param_name, _ in module.named_parameters(recurse=False):
+                    names.discard(f"{module_name}.{param_name}" if module_name else param_name)
+        return sorted(n for n in names if not n.endswith("bias"))
+
     def create_optimizer(self):
         """AdamW (per ``args.optim``) over the trainable parameters in role x decay groups."""
         if self.optimizer is not None:
