@@ -165,8 +165,11 @@ class JanusConfig:
         for field in ("spatial_initial", "spatial_recent", "semantic_initial", "semantic_recent"):
             if getattr(self.memory, field) < 0:
                 raise ConfigError(f"memory.{field} must be >= 0")
-        if self.memory.num_history < 0:
-            raise ConfigError(f"memory.num_history must be >= 0, got {self.memory.num_history}")
+        if self.memory.num_history < 1:
+            raise ConfigError(
+                "memory.num_history must be >= 1 (with 0 the release's linspace rule would keep "
+                f"only frame 0, not the current frame), got {self.memory.num_history}"
+            )
         self._check_qwen()
         self._check_image()
         if self.merger_hidden_dim <= 0:

@@ -310,6 +310,10 @@ def sample_history(t: int, num_history: int) -> list[int]:
     """
     if t < 0:
         raise ValueError(f"step index must be >= 0, got {t}")
+    if num_history < 1:
+        raise ValueError(
+            f"num_history must be >= 1 (frame 0 and the current frame), got {num_history}"
+        )
     if t <= num_history:
         return list(range(t + 1))
     return np.linspace(0, t, num_history + 1).astype(int).tolist()
