@@ -34,9 +34,10 @@ class NavigatorParams:
     """Every navigator parameter (ROS name = field name); see config/navigator.yaml."""
 
     model: str = _param(
-        "forward",
-        "Policy to load on configure: random | forward | constant:<ACTION>[:<delay_s>] | a "
-        "janus_core preset (tiny, full) | a checkpoint directory",
+        "",
+        "Policy to load on configure: a checkpoint directory | a janus_core preset (tiny, "
+        "full) | random | forward | constant:<ACTION>[:<delay_s>]. Empty (the default) makes "
+        "configure fail: nothing drives without an explicit choice",
         read_only=True,
     )
     autostart: bool = _param(
@@ -287,7 +288,8 @@ def read_parameters(node) -> NavigatorParams:
 def load_params_file(path: str | Path, node_name: str = "navigator") -> dict[str, Any]:
     """The ``ros__parameters`` block for ``node_name`` in a ROS params YAML file.
 
-    Accepts the node name with or without a leading slash and the ``/**`` wildcard.
+    Accepts the node name with or without a leading slash, ``/**/<name>`` (any namespace,
+    the form config/navigator.yaml uses) and the ``/**`` wildcard.
     """
     import yaml
 
@@ -295,7 +297,7 @@ def load_params_file(path: str | Path, node_name: str = "navigator") -> dict[str
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise NavigatorConfigError(f"{path}: expected a mapping of node names, got {data!r}")
-    for key in (node_name, "/" + node_name, "/**"):
+    for key in ("/**/" + node_name, node_name, "/" + node_name, "/**"):
         block = data.get(key)
         if isinstance(block, dict) and isinstance(block.get("ros__parameters"), dict):
             return dict(block["ros__parameters"])

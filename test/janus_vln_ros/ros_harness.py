@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -181,7 +183,8 @@ class RosHarness:
         return self.call(ChangeState, f"{node}/change_state", request, timeout).success
 
     def get_state(self, node: str, timeout: float = 10.0) -> str:
-        return self.call(GetState, f"{node}/get_state", GetState.Request(), timeout).current_state.label
+        response = self.call(GetState, f"{node}/get_state", GetState.Request(), timeout)
+        return response.current_state.label
 
 
 def navigator_command() -> list[str]:
@@ -198,6 +201,8 @@ def param_arg(value) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, str) and (value == "" or not isinstance(yaml.safe_load(value), str)):
+        return "'" + value.replace("'", "''") + "'"  # keep "", "true", "1.0" strings
     return str(value)
 
 
@@ -241,7 +246,9 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_log(self, text: str, timeout: float = 10.0) -> bool:
-        return wait_until(lambda: text in self.log(), timeout, period=0.05)
+        """Wait until ``text`` is in the output; give up early if the process has exited."""
+        wait_until(lambda: text in self.log() or not self.alive(), timeout, period=0.05)
+        return text in self.log()
 
     def sigint(self, timeout: float = 20.0) -> int:
         """SIGINT, wait for the exit code; SIGKILL the process group if it hangs."""
@@ -252,7 +259,9 @@ class NodeProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
-            raise AssertionError(f"{self.command} ignored SIGINT for {timeout} s:\n{self.log()}")
+            raise AssertionError(
+                f"{self.command} ignored SIGINT for {timeout} s:\n{self.log()}"
+            ) from None
         finally:
             self._log.close()
 
