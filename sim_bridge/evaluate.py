@@ -287,6 +287,8 @@ def make_sim(cfg: EvalConfig) -> Any:
         "hfov_deg": cfg.hfov_deg,
         "forward_step": cfg.forward_step,
         "turn_angle": cfg.turn_angle,
+        "success_distance": cfg.success_distance,
+        "seed": cfg.seed,
     }
     unknown = sorted(set(cfg.sim) - known)
     if unknown:
@@ -629,7 +631,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="episode file (R2R_VLNCE or RxR_VLNCE .json/.json.gz)")
     p.add_argument("--gt", help="_gt file (default: the sibling of --split when present)")
     p.add_argument("--languages", nargs="+", help="RxR language filter, e.g. en or en-US hi-IN")
-    p.add_argument("--backend", choices=("embedded", "habitat"))
+    p.add_argument("--backend", choices=("embedded", "habitat", "auto"))
     p.add_argument("--output-dir", dest="output_dir")
     p.add_argument("--max-steps", dest="max_steps", type=int)
     p.add_argument("--force-stop-at", dest="force_stop_at", type=int)

@@ -70,11 +70,12 @@ class GenerateConfig:
     ``splits`` maps split name to episode count. ``episodes_per_scene``: how many episodes one
     apartment contributes (the number of scenes follows). ``min_geodesic`` / ``max_geodesic``
     bound the start-goal geodesic distance, drawn per episode from a normal with
-    ``mean_geodesic`` / ``std_geodesic`` (R2R-like). ``instructions_per_path``: R2R has 3
-    instructions per path (distinct episodes sharing a ``trajectory_id``). ``format``: ``r2r``
-    or ``rxr`` (``language`` is then written on every instruction). ``sim``: simulator settings
-    (``SimConfig`` fields) used for the expert rollouts; the motion model must match the one
-    the episodes are evaluated with.
+    ``mean_geodesic`` / ``std_geodesic``, clipped to the bounds (R2R-like: the realised mean is
+    about 9.9 m because long pairs are rarer in small apartments). ``instructions_per_path``:
+    R2R has 3 instructions per path (distinct episodes sharing a ``trajectory_id``).
+    ``format``: ``r2r`` or ``rxr`` (``language`` is then written on every instruction).
+    ``sim``: simulator settings (``SimConfig`` fields) used for the expert rollouts; the motion
+    model must match the one the episodes are evaluated with.
     """
 
     splits: dict[str, int] = dataclasses.field(default_factory=lambda: {"train": 20})
@@ -82,7 +83,7 @@ class GenerateConfig:
     episodes_per_scene: int = 5
     min_geodesic: float = 5.0
     max_geodesic: float = 20.0
-    mean_geodesic: float = 9.9
+    mean_geodesic: float = 10.4  # drawn targets; feasibility pulls the realised mean to ~9.9
     std_geodesic: float = 2.5
     instructions_per_path: int = 1
     format: str = R2R
@@ -91,9 +92,7 @@ class GenerateConfig:
     max_expert_steps: int = 500
     goal_tolerance: float = 0.5  # the expert must end this close (geodesic) to the goal
     tries_per_episode: int = 40
-    sim: dict[str, Any] = dataclasses.field(
-        default_factory=lambda: {"width": 64, "height": 48}
-    )
+    sim: dict[str, Any] = dataclasses.field(default_factory=lambda: {"render": False})
 
     def __post_init__(self):
         """Validate ranges; messages name the field."""
@@ -156,26 +155,19 @@ def _make_sim(cfg: GenerateConfig) -> Any:
     return make_simulator(SimConfig(**{"backend": "embedded", **cfg.sim}))
 
 
-def _navgrid(sim: Any, scene_id: str, cfg: GenerateConfig) -> Any:
-    """The simulator's grid for the scene when it exposes one, else an equivalent NavGrid."""
-    for name in ("navgrid", "grid", "nav"):
-        grid = getattr(sim, name, None)
-        if grid is not None and hasattr(grid, "field"):
-            return grid
+def _scene_and_grid(sim: Any, scene_id: str, cfg: GenerateConfig) -> tuple[Any, Any]:
+    """The scene spec and navigation grid of ``scene_id``, loaded into ``sim`` when it can."""
+    if hasattr(sim, "load_scene") and hasattr(type(sim), "navgrid"):
+        spec = sim.load_scene(scene_id)
+        return spec, sim.navgrid
     from sim_bridge.navgrid import NavGrid
     from sim_bridge.scene import load_scene
 
-    radius = float(cfg.sim.get("agent_radius", getattr(sim, "agent_radius", 0.1)))
-    return NavGrid(load_scene(scene_id), agent_radius=radius)
-
-
-def _scene_spec(sim: Any, scene_id: str) -> Any:
-    spec = getattr(sim, "scene", None)
-    if spec is not None and hasattr(spec, "room_at"):
-        return spec
-    from sim_bridge.scene import load_scene
-
-    return load_scene(scene_id)
+    sim_cfg = getattr(sim, "config", None)
+    radius = float(getattr(sim_cfg, "agent_radius", cfg.sim.get("agent_radius", 0.1)))
+    cell = float(getattr(sim_cfg, "grid_cell", cfg.sim.get("grid_cell", 0.05)))
+    spec = load_scene(scene_id)
+    return spec, NavGrid(spec, agent_radius=radius, cell_size=cell)
 
 
 def _sparse_reference(path: np.ndarray, goal: Sequence[float], spacing: float) -> list[list[float]]:
@@ -250,15 +242,17 @@ def generate_scene_episodes(
     first_trajectory: int,
 ) -> list[Episode]:
     """Up to ``count`` episodes in one apartment (fewer when pairs keep failing)."""
-    spec = _scene_spec(sim, scene_id)
-    grid = None
+    try:
+        spec, grid = _scene_and_grid(sim, scene_id, cfg)
+    except Exception as err:  # noqa: BLE001 - a scene that does not build is skipped, not fatal
+        log.warning("%s: scene could not be built (%s: %s); skipping it", scene_id,
+                    type(err).__name__, err)
+        return []
     episodes: list[Episode] = []
     tries = 0
     paths = 0
     while len(episodes) < count and tries < cfg.tries_per_episode * max(count, 1):
         tries += 1
-        if grid is None:
-            grid = _navgrid(sim, scene_id, cfg)
         target = float(np.clip(rng.normal(cfg.mean_geodesic, cfg.std_geodesic),
                                cfg.min_geodesic, cfg.max_geodesic))
         pair = _sample_pair(grid, rng, cfg, target, spec)
@@ -275,7 +269,6 @@ def generate_scene_episodes(
             instruction="(generating)",
         )
         positions, actions, _ = _rollout(sim, probe, cfg.max_expert_steps)
-        grid = _navgrid(sim, scene_id, cfg)  # the loaded scene's own grid, once there is one
         end_dist = float(sim.distance_to_goal())
         sim_geodesic = float(sim.geodesic_distance(probe.start_position, probe.goal_position))
         if not actions or actions[-1] != int(Action.STOP) or end_dist > cfg.goal_tolerance:
@@ -412,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             instructions_per_path=args.instructions_per_path, format=args.format,
             language=args.language, min_geodesic=args.min_geodesic,
             max_geodesic=args.max_geodesic,
-            sim={"width": 64, "height": 48, "forward_step": args.forward_step,
+            sim={"render": False, "forward_step": args.forward_step,
                  "turn_angle": args.turn_angle},
         )
         generate_dataset(args.out, cfg)

@@ -192,9 +192,12 @@ def route_events(
     final_room = merged[-1][0] if merged else start_room
 
     # landmarks: the one at the goal names the stop; close ones along the way are passed
+    goal_room = getattr(room_at(float(goal_xz[0]), float(goal_xz[1])), "name", None)
     stop_landmark = None
     best = GOAL_LANDMARK_RADIUS_M
     for lm in landmarks:
+        if not _same_room(lm, goal_room):
+            continue  # not through a wall
         p = np.asarray(lm.position, dtype=np.float64)[[0, 2]]
         d = float(np.hypot(*(p - goal_xz)))
         if d < best:
@@ -206,7 +209,9 @@ def route_events(
         p = np.asarray(lm.position, dtype=np.float64)[[0, 2]]
         dist = np.hypot(*(xz - p).T)
         i = int(np.argmin(dist))
-        if dist[i] < PASS_RADIUS_M and 0 < i < len(xz) - 1 and cum[-1] - cum[i] > 1.0:
+        here = getattr(room_at(float(xz[i, 0]), float(xz[i, 1])), "name", None)
+        if (dist[i] < PASS_RADIUS_M and 0 < i < len(xz) - 1 and cum[-1] - cum[i] > 1.0
+                and _same_room(lm, here)):
             passed.append((float(dist[i]), i, lm))
     passed.sort(key=lambda t: t[0])
     for _, i, lm in passed[:MAX_PASSED]:
@@ -225,6 +230,12 @@ def route_events(
     events.sort(key=lambda e: (e.index if e.kind not in ("start", "stop") else
                                (-1 if e.kind == "start" else len(xz) + 1), order[e.kind]))
     return events
+
+
+def _same_room(landmark: Any, room_name: str | None) -> bool:
+    """Whether a landmark is in the named room (True when either side does not say)."""
+    lm_room = getattr(landmark, "room", None)
+    return lm_room is None or room_name is None or lm_room == room_name
 
 
 # ---- rendering -----------------------------------------------------------------------------------
@@ -288,7 +299,7 @@ def _clauses(events: Sequence[RouteEvent], rng: np.random.Generator) -> list[str
             else:
                 clauses.append(_pick(rng, _PASS).format(lm=ev.landmark))
         elif ev.kind == "stop":
-            if ev.landmark and ev.room and rng.random() < 0.4:
+            if ev.landmark and ev.room and ev.landmark not in ev.room and rng.random() < 0.4:
                 clauses.append(_pick(rng, _STOP_LM_ROOM).format(lm=ev.landmark, room=ev.room))
             elif ev.landmark:
                 clauses.append(_pick(rng, _STOP_LM).format(lm=ev.landmark))
