@@ -99,7 +99,7 @@ class BagRecorder:
         self._timer = self.node.create_timer(period, self.discover)
 
     def discover(self) -> None:
-        """Subscribe to each wanted topic that now has a publisher."""
+        """Subscribe to each wanted topic that now has a publisher (its QoS decides ours)."""
         available = dict(self.node.get_topic_names_and_types())
         for topic in self.topics:
             if topic in self._subscriptions or topic not in available:
@@ -109,6 +109,8 @@ class BagRecorder:
                 log.warning("topic %s has several types %s; not recorded", topic, types)
                 self._subscriptions[topic] = None
                 continue
+            if not self.node.get_publishers_info_by_topic(topic):
+                continue  # only subscribers so far: wait for a publisher to copy its QoS
             msgtype = types[0]
             if msgtype not in self.typestore.fielddefs:
                 log.warning("topic %s: type %s unknown to rosbags; not recorded", topic, msgtype)
