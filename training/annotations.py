@@ -78,7 +78,7 @@ def actions_from_executed(executed: Sequence[int]) -> list[int]:
 
 def trajectory_name(scene_id: str, dataset: str, episode_id: str | int) -> str:
     """The release's trajectory name ``{scene}_{dataset}_{episode:06d}`` (file-name safe)."""
-    scene = Path(str(scene_id)).name
+    scene = Path(str(scene_id)).name.rsplit(":", 1)[-1]  # "embedded:apt_00001" -> apt_00001
     for suffix in (".basis.glb", ".glb", ".json", ".ply"):
         if scene.endswith(suffix):
             scene = scene[: -len(suffix)]
