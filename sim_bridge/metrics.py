@@ -185,9 +185,10 @@ def aggregate(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     A record is either a metrics dict or a results-file record with a ``metrics`` field and a
     ``status``; records with ``status != "ok"`` are counted as errors and left out. A metric that
     is missing, None or not finite in a record (RxR's NaN SPL / infinite NE cases) is left out of
-    that metric's mean and counted in ``skipped``.
+    that metric's mean and counted in ``skipped``. Sums are exact (``math.fsum``), so the result
+    does not depend on the order of the records.
     """
-    sums = dict.fromkeys(METRIC_KEYS, 0.0)
+    values: dict[str, list[float]] = {k: [] for k in METRIC_KEYS}
     counts = dict.fromkeys(METRIC_KEYS, 0)
     skipped = dict.fromkeys(METRIC_KEYS, 0)
     episodes = errors = 0
@@ -200,11 +201,12 @@ def aggregate(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         for key in METRIC_KEYS:
             value = metrics.get(key)
             if _finite(value):
-                sums[key] += float(value)
+                values[key].append(float(value))
                 counts[key] += 1
             else:
                 skipped[key] += 1
-    means = {k: (sums[k] / counts[k] if counts[k] else None) for k in METRIC_KEYS}
+    # fsum is exact, so the means do not depend on the order of the records (shard layout)
+    means = {k: (math.fsum(values[k]) / counts[k] if counts[k] else None) for k in METRIC_KEYS}
     return {
         "episodes": episodes,
         "errors": errors,

@@ -1,0 +1,273 @@
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from janus_core.actions import Action
+from janus_core.interface import Observation, Policy, StepResult
+from sim_bridge.episodes import gt_path_for, load_split, save_split
+from sim_bridge.evaluate import (
+    EpisodeSeededRandomPolicy,
+    EvalConfig,
+    EvalError,
+    evaluate,
+    load_eval_config,
+    main,
+    merge,
+    resolve_shard,
+    select_episodes,
+    shard_episodes,
+)
+from sim_bridge.generate import GenerateConfig, generate_dataset
+from sim_bridge.results import read_records
+
+REPO = Path(__file__).resolve().parents[2]
+VOLATILE = ("timings", "finished_at", "shard")
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    paths = generate_dataset(out, GenerateConfig(splits={"val_unseen": 6}, seed=11,
+                                                 episodes_per_scene=3))
+    return paths["val_unseen"]
+
+
+def cfg_for(split, out, **kw):
+    base = dict(split=str(split), output_dir=str(out), sim={"render": False}, progress=False)
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+def stable(record):
+    return {k: v for k, v in record.items() if k not in VOLATILE}
+
+
+def episodes_file(out):
+    return [json.loads(line) for line in (Path(out) / "episodes.jsonl").read_text().splitlines()]
+
+
+def test_expert_baseline_reaches_every_goal(split, tmp_path):
+    data = evaluate(cfg_for(split, tmp_path, policy="expert"))
+    s = data["summary"]
+    assert data["complete"] and data["finished"] == 6 and s["errors"] == 0
+    m = s["metrics"]
+    assert m["sr"] == 1.0 and m["os"] == 1.0
+    assert m["ndtw"] == pytest.approx(1.0, abs=1e-4)  # the gt is the same expert's replay
+    assert m["sdtw"] == pytest.approx(1.0, abs=1e-4)
+    assert m["spl"] > 0.9 and m["ne"] < 0.5
+    for r in episodes_file(tmp_path):
+        assert r["status"] == "ok" and r["end_reason"] == "stop"
+        assert r["actions"][-1] == int(Action.STOP)
+        assert len(r["positions"]) == len(r["actions"]) == r["metrics"]["steps"]
+        assert r["metrics"]["ndtw_reference"] == "gt"
+        assert r["timings"]["stages_s"]["expert"] > 0
+    assert "| 6 |" in (tmp_path / "metrics.md").read_text()
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["summary"] == s and saved["settings"]["policy"] == "expert"
+
+
+def test_random_baseline_stays_low(split, tmp_path):
+    m = evaluate(cfg_for(split, tmp_path, policy="random"))["summary"]["metrics"]
+    assert m["sr"] <= 1 / 6 and m["ne"] > 3.0 and m["ndtw"] < 0.6
+
+
+def test_step_limit_and_forced_stop(split, tmp_path):
+    data = evaluate(cfg_for(split, tmp_path / "a", policy="forward", max_steps=20))
+    for r in episodes_file(tmp_path / "a"):
+        assert r["end_reason"] == "max_steps" and r["actions"] == [1] * 20
+        assert r["metrics"]["sr"] == 0.0 and r["metrics"]["stop_called"] is False
+    assert data["summary"]["metrics"]["steps"] == 20
+    evaluate(cfg_for(split, tmp_path / "b", policy="forward", force_stop_at=5))
+    for r in episodes_file(tmp_path / "b"):
+        assert r["end_reason"] == "forced_stop" and r["actions"] == [1] * 5 + [0]
+        assert r["metrics"]["stop_called"] is True
+
+
+DRIVER = textwrap.dedent("""
+    import sys, time
+    from sim_bridge.evaluate import EpisodeSeededRandomPolicy, EvalConfig, evaluate
+
+    class Slow(EpisodeSeededRandomPolicy):
+        def act(self, observation):
+            time.sleep(0.004)
+            return super().act(observation)
+
+    cfg = EvalConfig(policy="random", split=sys.argv[1], output_dir=sys.argv[2],
+                     sim={"render": False}, progress=False)
+    evaluate(cfg, policy=Slow())
+""")
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(split, tmp_path):
+    out = tmp_path / "killed"
+    shard_file = out / "results" / "shard-000-of-001.jsonl"
+    # run from the repository root, like the tests, so the same packages import
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(split), str(out)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if shard_file.exists() and shard_file.read_bytes().count(b"\n") >= 2:
+                break
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    done_before = read_records(shard_file)
+    assert 2 <= len(done_before) < 6
+    with open(shard_file, "ab") as fh:  # and a write torn by the kill
+        fh.write(b'{"scene_id": "embedded:apt_0', )
+
+    evaluate(cfg_for(split, out, policy="random"))            # resume
+    evaluate(cfg_for(split, tmp_path / "clean", policy="random"))  # uninterrupted
+
+    lines = shard_file.read_text().splitlines()
+    keys = [(json.loads(x)["scene_id"], json.loads(x)["episode_id"]) for x in lines]
+    assert len(lines) == 6 and len(set(keys)) == 6           # none lost, none duplicated
+    assert lines[: len(done_before)] == [json.dumps(r, separators=(",", ":"))
+                                         for r in done_before]   # finished ones kept as they were
+    resumed = [stable(r) for r in episodes_file(out)]
+    clean = [stable(r) for r in episodes_file(tmp_path / "clean")]
+    assert resumed == clean
+
+
+def test_two_shards_equal_one(split, tmp_path, monkeypatch):
+    for shard in (0, 1):
+        evaluate(cfg_for(split, tmp_path / "two", policy="random", shard=shard, num_shards=2))
+    one = evaluate(cfg_for(split, tmp_path / "one", policy="random"))
+    two = merge(tmp_path / "two")
+    assert two["complete"] and two["per_shard"] == {"shard-000-of-002.jsonl": 3,
+                                                    "shard-001-of-002.jsonl": 3}
+    assert two["summary"] == one["summary"]
+    assert [stable(r) for r in episodes_file(tmp_path / "two")] == [
+        stable(r) for r in episodes_file(tmp_path / "one")]
+    ordered = select_episodes(load_split(split))
+    first = [r["episode_id"] for r in read_records(
+        tmp_path / "two" / "results" / "shard-000-of-002.jsonl")]
+    assert first == [e.episode_id for e in shard_episodes(ordered, 0, 2)]
+    # a later run with another shard count finds everything done and runs nothing
+    evaluate(cfg_for(split, tmp_path / "two", policy="random"))
+    assert read_records(tmp_path / "two" / "results" / "shard-000-of-001.jsonl") == []
+    # torchrun's environment decides the shard when none is given
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert resolve_shard() == (1, 4)
+    assert resolve_shard(0, 1) == (0, 1)
+    with pytest.raises(EvalError):
+        resolve_shard(3, None)
+    with pytest.raises(EvalError):
+        resolve_shard(4, 4)
+
+
+def test_changed_settings_are_refused(split, tmp_path):
+    evaluate(cfg_for(split, tmp_path, policy="random", limit=1))
+    with pytest.raises(EvalError, match="max_steps: 500 -> 100"):
+        evaluate(cfg_for(split, tmp_path, policy="random", limit=1, max_steps=100))
+
+
+class FlakyPolicy(Policy):
+    """Random policy that raises inside act() for one instruction."""
+
+    def __init__(self, bad_instruction):
+        self.inner = EpisodeSeededRandomPolicy()
+        self.bad = bad_instruction
+        self.instruction = None
+
+    def seed_episode(self, seed):
+        self.inner.seed_episode(seed)
+
+    def reset(self, instruction):
+        self.instruction = instruction
+        self.inner.reset(instruction)
+
+    def act(self, observation: Observation) -> StepResult:
+        if self.instruction == self.bad:
+            raise RuntimeError("policy exploded")
+        return self.inner.act(observation)
+
+
+def test_bad_episodes_are_recorded_and_the_run_goes_on(split, tmp_path):
+    eps = load_split(split, gt_path=gt_path_for(split))
+    eps[1] = dataclasses.replace(eps[1], scene_id="embedded:apt_x")     # the simulator refuses
+    bad_split = tmp_path / "bad.json.gz"
+    save_split(bad_split, eps, gt_path=gt_path_for(bad_split))
+    flaky = eps[3].instruction
+    out = tmp_path / "run"
+    data = evaluate(cfg_for(bad_split, out, policy="random"), policy=FlakyPolicy(flaky))
+    assert data["finished"] == 6 and data["summary"]["errors"] == 2
+    assert data["summary"]["episodes"] == 4
+    by_id = {r["episode_id"]: r for r in episodes_file(out)}
+    assert "scene_id" in by_id[eps[1].episode_id]["error"]
+    assert by_id[eps[3].episode_id]["error"] == "RuntimeError: policy exploded"
+    assert "Traceback" in by_id[eps[3].episode_id]["traceback"]
+    # a plain restart keeps the errors; retry_errors runs them again (the flaky one now works)
+    assert evaluate(cfg_for(bad_split, out, policy="random"))["summary"]["errors"] == 2
+    cfg = cfg_for(bad_split, out, policy="random", retry_errors=True)
+    data = evaluate(cfg)
+    assert data["summary"]["errors"] == 1 and data["finished"] == 6
+    assert read_records(out / "results" / "shard-000-of-001.jsonl")[-1]["status"] == "error"
+    assert {r["status"] for r in episodes_file(out) if r["episode_id"] == eps[3].episode_id} == {
+        "ok"}
+
+
+def test_release_configs():
+    r2r = load_eval_config(REPO / "config" / "eval_r2r.yaml")
+    rxr = load_eval_config(REPO / "config" / "eval_rxr.yaml")
+    for c in (r2r, rxr):
+        assert (c.width, c.height, c.hfov_deg) == (640, 480, 79.0)
+        assert (c.forward_step, c.turn_angle, c.success_distance) == (0.25, 15.0, 3.0)
+        assert (c.max_steps, c.force_stop_at) == (500, 400)
+    assert rxr.split.endswith("val_unseen_guide.json.gz") and rxr.languages == ["en"]
+    assert load_eval_config(REPO / "config" / "eval_r2r.yaml", max_steps=7).max_steps == 7
+    with pytest.raises(EvalError, match="unknown eval config keys"):
+        load_eval_config(REPO / "config" / "eval_r2r.yaml", max_step=7)
+
+
+def test_cli_run_and_merge(split, tmp_path, caplog):
+    out = tmp_path / "cli"
+    argv = ["--config", str(REPO / "config" / "eval_r2r.yaml"), "--policy", "expert",
+            "--split", str(split), "--backend", "embedded", "--output-dir", str(out),
+            "--limit", "2", "--set", "sim.render=false", "--no-progress"]
+    assert main(argv) == 0
+    assert json.loads((out / "run.json").read_text())["settings"]["force_stop_at"] == 400
+    assert main(["merge", "--output-dir", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["summary"]["metrics"]["sr"] == 1.0
+    assert main(["--split", str(tmp_path / "missing.json.gz"), "--output-dir",
+                 str(tmp_path / "x")]) == 1
+    assert "does not exist" in caplog.text
+    assert main(["merge", "--output-dir", str(tmp_path / "nothing")]) == 1
+
+
+def test_video_of_an_episode(split, tmp_path):
+    import imageio.v2 as imageio
+
+    cfg = cfg_for(split, tmp_path, policy="expert", limit=1, video=True, width=96, height=72,
+                  sim={"furniture": "shapes"})
+    evaluate(cfg)
+    (record,) = episodes_file(tmp_path)
+    video = tmp_path / record["video"]
+    frames = [f for f in imageio.get_reader(str(video))]  # list() would ask len(): inf here
+    assert len(frames) == len(record["positions"])       # the start plus one per move
+    assert frames[0].shape[0] == 72 and frames[0].shape[1] > 96   # RGB beside the map
+
+
+def test_janusvln_tiny_end_to_end(split, tmp_path):
+    pytest.importorskip("janus_core.policy", reason="janus_core.policy (build_policy) missing")
+    cfg = cfg_for(split, tmp_path, policy="tiny", limit=1, max_steps=3,
+                  sim={"furniture": "shapes"})
+    data = evaluate(cfg)
+    (record,) = episodes_file(tmp_path)
+    assert record["status"] == "ok", record.get("traceback")
+    assert 1 <= len(record["actions"]) <= 3
+    assert set(record["timings"]["stages_s"]) >= {"vggt", "vit", "llm"}
+    assert data["complete"]
