@@ -272,6 +272,17 @@ def build_policy(spec: str, sim: Any) -> Policy:
     return build_janus_policy(spec)
 
 
+def check_frame_size(policy: Policy, cfg: EvalConfig) -> None:
+    """Fail before the first episode when the policy expects another camera size than the sim's."""
+    image = getattr(getattr(policy, "cfg", None), "image", None)
+    size = (getattr(image, "input_width", None), getattr(image, "input_height", None))
+    if None not in size and size != (cfg.width, cfg.height):
+        raise EvalError(
+            f"policy {cfg.policy!r} expects {size[0]}x{size[1]} frames but the simulator renders "
+            f"{cfg.width}x{cfg.height}; set width/height to match"
+        )
+
+
 # ---- simulator -----------------------------------------------------------------------------------
 
 
@@ -508,6 +519,7 @@ def evaluate(
                 sim, own_sim = make_sim(cfg), True
             if policy is None:
                 policy, own_policy = build_policy(cfg.policy, sim), True
+            check_frame_size(policy, cfg)
             _run_shard(cfg, sim, policy, todo, mine, finished, results_file, shard, out)
     finally:
         results_file.close()

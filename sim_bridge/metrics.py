@@ -77,7 +77,13 @@ def ndtw(
 
 
 def spl(success: float, geodesic_start: float, path_length: float) -> float:
-    """Success weighted by path length; a zero-length episode that succeeds scores ``success``."""
+    """Success weighted by path length; a zero-length episode that succeeds scores ``success``.
+
+    A failed episode scores 0 even when the goal was unreachable (``geodesic_start`` inf), where
+    the plain formula gives NaN (the RxR-CE NaN-SPL episodes).
+    """
+    if not success:
+        return 0.0
     denom = max(path_length, geodesic_start)
     if denom <= 0.0:
         return float(success)

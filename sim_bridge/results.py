@@ -112,19 +112,36 @@ class ResultsFile:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._records: dict[tuple[str, str], dict[str, Any]] = {}
-        if self.path.exists():
-            records, good_end, size = _scan(self.path)
-            if good_end < size:
-                log.warning(
-                    "%s: cutting a damaged last line (%d bytes) left by an interrupted write",
-                    self.path, size - good_end,
-                )
-                with open(self.path, "r+b") as fh:
-                    fh.truncate(good_end)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            self._records = latest_by_key(records)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._lock()
+        try:
+            records, good_end, size = _scan(self.path)
+        except ResultsError:
+            self.close()
+            raise
+        if good_end < size:
+            log.warning(
+                "%s: cutting a damaged last line (%d bytes) left by an interrupted write",
+                self.path, size - good_end,
+            )
+            os.truncate(self.path, good_end)  # appends (O_APPEND) continue at the new end
+            os.fsync(self._fh.fileno())
+        self._records = latest_by_key(records)
+
+    def _lock(self) -> None:
+        """Refuse a second writer: an exclusive flock, released when the process dies."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no protection against two writers
+            return
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise ResultsError(
+                f"{self.path}: another process is writing this results file (two runs of the "
+                "same shard at once?)"
+            ) from None
 
     @property
     def records(self) -> dict[tuple[str, str], dict[str, Any]]:

@@ -261,8 +261,24 @@ def test_video_of_an_episode(split, tmp_path):
     assert frames[0].shape[0] == 72 and frames[0].shape[1] > 96   # RGB beside the map
 
 
+def test_rxr_split_language_filter_and_gt(split, tmp_path):
+    eps = load_split(split, gt_path=gt_path_for(split))
+    for i, ep in enumerate(eps):
+        ep.language = ["en-US", "hi-IN", "en-IN"][i % 3]
+        ep.instruction_id = f"r{i}"
+    rxr = tmp_path / "val_unseen_guide.json.gz"
+    save_split(rxr, eps, gt_path=gt_path_for(rxr), fmt="rxr")
+    data = evaluate(cfg_for(rxr, tmp_path / "out", policy="expert", languages=["en"]))
+    records = episodes_file(tmp_path / "out")
+    assert data["finished"] == 4 and {r["language"] for r in records} == {"en-US", "en-IN"}
+    assert all(r["metrics"]["ndtw_reference"] == "gt" for r in records)
+    assert {r["instruction_id"] for r in records} == {"r0", "r2", "r3", "r5"}
+
+
 def test_janusvln_tiny_end_to_end(split, tmp_path):
     pytest.importorskip("janus_core.policy", reason="janus_core.policy (build_policy) missing")
+    with pytest.raises(EvalError, match="expects 640x480 frames"):
+        evaluate(cfg_for(split, tmp_path / "small", policy="tiny", limit=1, width=64, height=48))
     cfg = cfg_for(split, tmp_path, policy="tiny", limit=1, max_steps=3,
                   sim={"furniture": "shapes"})
     data = evaluate(cfg)

@@ -138,3 +138,11 @@ def test_aggregate_and_table():
     assert "| 2 | 3.00 | 100.0 | 50.0 | 50.0 | 80.0 | 80.0 | 8.00 | 30.00 | 1.00 |" in table
     assert "1 episode(s) failed" in table
     assert aggregate([])["metrics"]["sr"] is None
+
+
+def test_unreachable_goal_gives_no_nan():
+    assert spl(0.0, math.inf, 4.0) == 0.0
+    r = run([([0, 0, -1], math.inf, False, True)], start_dtg=math.inf, geo=math.inf)
+    assert r["spl"] == 0.0 and r["sr"] == 0.0 and r["ne"] == math.inf
+    s = aggregate([{"status": "ok", "metrics": r}])
+    assert s["metrics"]["ne"] is None and s["skipped"]["ne"] == 1 and s["metrics"]["spl"] == 0.0

@@ -76,3 +76,12 @@ def test_error_then_ok_and_merge_rules(tmp_path):
         ("s", "1"): "ok", ("s", "2"): "ok", ("s", "3"): "ok"}
     assert merged[("s", "1")]["v"] == 1
     assert latest_by_key([rec(1, "error", n=1), rec(1, "error", n=2)])[("s", "1")]["n"] == 2
+
+
+def test_second_writer_is_refused(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with ResultsFile(path):
+        with pytest.raises(ResultsError, match="another process"):
+            ResultsFile(path)
+    with ResultsFile(path) as rf:  # free again once closed
+        rf.append(rec(1))
