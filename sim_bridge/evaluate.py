@@ -724,5 +724,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def merge_main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point for ``janus-vln merge --output-dir DIR`` (``main(["merge", ...])``)."""
+    return main(["merge", *list(sys.argv[1:] if argv is None else argv)])
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,6 +21,7 @@ from sim_bridge.evaluate import (
     load_eval_config,
     main,
     merge,
+    merge_main,
     resolve_shard,
     select_episodes,
     shard_episodes,
@@ -241,6 +242,7 @@ def test_cli_run_and_merge(split, tmp_path, caplog):
     assert main(argv) == 0
     assert json.loads((out / "run.json").read_text())["settings"]["force_stop_at"] == 400
     assert main(["merge", "--output-dir", str(out)]) == 0
+    assert merge_main(["--output-dir", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["summary"]["metrics"]["sr"] == 1.0
     assert main(["--split", str(tmp_path / "missing.json.gz"), "--output-dir",
                  str(tmp_path / "x")]) == 1
