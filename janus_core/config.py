@@ -111,6 +111,31 @@ class MemoryConfig:
 
 
 @dataclasses.dataclass
+class StreamingConfig:
+    """Options of ``mode: streaming`` (the full dual memory, docs/streaming.md); same weights.
+
+    ``lean_vggt``: run the VGGT trunk only up to ``vggt.feature_layer`` (the blocks after it
+    feed nothing JanusVLN uses) and keep spatial K/V for those blocks only.
+    ``llm_attention``: ``grouped`` attends each group of query heads to its K/V head without
+    copying the cache; ``repeat`` repeats K/V per query head first (transformers' way).
+    ``score_eos``: each action candidate ends with the eos token (the whole reply is scored).
+    ``quantize``: ``none``, ``int8`` or ``nf4`` weights (bitsandbytes, CUDA only) for the
+    modules in ``quantize_parts`` (``llm``, ``vit``, ``vggt``, ``merger``).
+    ``overlap_encoders``: on CUDA, run the Qwen ViT on a side stream while VGGT runs.
+    ``stage_sync``: synchronise CUDA around each timed stage (per-stage timings); False times
+    only the whole step.
+    """
+
+    lean_vggt: bool = True
+    llm_attention: str = "grouped"
+    score_eos: bool = True
+    quantize: str = "none"
+    quantize_parts: tuple[str, ...] = ("llm",)
+    overlap_encoders: bool = False
+    stage_sync: bool = True
+
+
+@dataclasses.dataclass
 class ImageConfig:
     """Camera frame and model input geometry (see janus_core/processor.py for the exact rules)."""
 
@@ -129,6 +154,7 @@ class JanusConfig:
     vggt: VGGTConfig = dataclasses.field(default_factory=VGGTConfig)
     memory: MemoryConfig = dataclasses.field(default_factory=MemoryConfig)
     image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
+    streaming: StreamingConfig = dataclasses.field(default_factory=StreamingConfig)
     merger_hidden_dim: int = 4096
     lam: float = 0.2
     reference_frame: str = "first"
@@ -172,6 +198,7 @@ class JanusConfig:
             )
         self._check_qwen()
         self._check_image()
+        self._check_streaming()
         if self.merger_hidden_dim <= 0:
             raise ConfigError(f"merger_hidden_dim must be positive, got {self.merger_hidden_dim}")
         if tuple(self.actions) != ("STOP", "MOVE_FORWARD", "TURN_LEFT", "TURN_RIGHT"):
@@ -240,6 +267,27 @@ class JanusConfig:
         if outside:
             raise ConfigError(
                 f"qwen token ids {outside} are outside the vocabulary 0..{q.vocab_size - 1}"
+            )
+
+    def _check_streaming(self) -> None:
+        st = self.streaming
+        if st.llm_attention not in ("grouped", "repeat"):
+            raise ConfigError(
+                f"streaming.llm_attention must be 'grouped' or 'repeat', got {st.llm_attention!r}"
+            )
+        if st.quantize not in ("none", "int8", "nf4"):
+            raise ConfigError(
+                f"streaming.quantize must be 'none', 'int8' or 'nf4', got {st.quantize!r}"
+            )
+        bad = [p for p in st.quantize_parts if p not in ("llm", "vit", "vggt", "merger")]
+        if bad:
+            raise ConfigError(
+                f"streaming.quantize_parts {bad} are not among 'llm', 'vit', 'vggt', 'merger'"
+            )
+        if self.mode == "streaming" and self.prompt_style != "eval":
+            raise ConfigError(
+                "mode 'streaming' needs prompt_style 'eval': the training prompt labels the "
+                "current frame apart from the history, so frames cannot be appended to a cache"
             )
 
     def _check_image(self) -> None:

@@ -22,7 +22,9 @@ Per step (reference digest §2.4, §9):
 5. The reply is parsed (exact action name, else STOP); from step ``max_steps`` on the action is
    STOP whatever the reply (the model still runs, as in the release).
 
-``streaming`` mode (incremental semantic memory) is not implemented yet.
+``streaming`` mode (the full dual memory, incremental) is the subclass
+:class:`janus_core.streaming.StreamingPolicy`; ``from_pretrained`` / :func:`build_policy` return
+it when ``cfg.mode`` is ``streaming``.
 """
 
 from __future__ import annotations
@@ -75,10 +77,10 @@ class JanusVLNPolicy(Policy):
         self, model: JanusVLNModel, processor: JanusProcessor, eos_token_ids: tuple[int, ...] = ()
     ):
         cfg = model.cfg
-        if cfg.mode == "streaming":
-            raise NotImplementedError(
-                "mode 'streaming' (incremental semantic memory) is not implemented yet; use "
-                "mode 'reference' (the release's loop)"
+        if cfg.mode == "streaming" and type(self) is JanusVLNPolicy:
+            raise ValueError(
+                "JanusVLNPolicy runs mode 'reference' (the release's loop); for mode 'streaming' "
+                "use janus_core.streaming.StreamingPolicy (build_policy picks it by cfg.mode)"
             )
         self.cfg: JanusConfig = cfg
         self.model = model.eval()
@@ -125,6 +127,10 @@ class JanusVLNPolicy(Policy):
             model = build_model(cfg, device=device, dtype=dtype)
             tokenizer = build_tokenizer(cfg)
             template = None
+        if cfg.mode == "streaming" and cls is JanusVLNPolicy:
+            from janus_core.streaming import StreamingPolicy  # imports this module
+
+            cls = StreamingPolicy
         return cls(model, JanusProcessor(cfg, tokenizer, chat_template=template))
 
     # ---- episode ---------------------------------------------------------------------------------

@@ -1,0 +1,542 @@
+"""``streaming`` mode: the full dual implicit memory, incremental, one fused LLM forward per step.
+
+The release (``reference`` mode, :mod:`janus_core.policy`) keeps only the spatial half of the
+paper's memory: every step it re-encodes up to 9 sampled frames with the Qwen ViT and re-prefills
+about 3.6 K tokens. Here both halves are explicit, bounded, incremental objects owned by the
+policy (docs/streaming.md has the whole story, including what differs from reference by design):
+
+- **Spatial memory**: the VGGT global-block K/V (:class:`janus_core.memory.SpatialCache`), as in
+  reference mode. With ``streaming.lean_vggt`` the trunk stops at ``vggt.feature_layer`` (the
+  blocks after it feed nothing) and the cache holds only the blocks that run.
+- **Semantic memory** (:class:`janus_core.memory.SemanticCache`): each frame goes through the
+  Qwen ViT once, is fused with the VGGT block of that same frame, and is prefilled into the LLM
+  once. Its K/V stay cached (first ``semantic_initial`` + last ``semantic_recent`` frames).
+
+Prompt layout (:class:`StreamingLayout`): the release's evaluation prompt with every held frame
+as an image, i.e. ``prefix | frame_0 | frame_1 | ... | suffix | candidate``, where the prefix is
+the system turn plus the user-turn header (cached once per episode), each frame is
+``<|vision_start|><|image_pad|> x 391<|vision_end|>``, the suffix is the task text plus the
+assistant prefix, and a candidate is an action name plus ``<|im_end|>``. One step is one LLM
+forward over ``new frame + suffix + the 4 candidates`` (a tree: each candidate sees the suffix
+and itself, not the others), attending to the cached K/V; the frame's K/V are then kept and the
+suffix/candidates dropped. The action is the candidate with the highest sequence log-probability;
+``StepResult.probs`` is the softmax over the 4 sequence log-probabilities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import AttentionInterface
+
+from janus_core.actions import Action
+from janus_core.config import JanusConfig
+from janus_core.interface import Observation, StepResult
+from janus_core.memory import SemanticCache, SpatialCache
+from janus_core.model import JanusVLNModel
+from janus_core.policy import JanusVLNPolicy
+from janus_core.processor import JanusProcessor, regroup_vggt_features
+
+log = logging.getLogger(__name__)
+
+GROUPED_ATTENTION = "janus_grouped_sdpa"
+REPEAT_ATTENTION = "janus_repeat_sdpa"
+
+
+# ---- attention over the semantic cache --------------------------------------------------------
+def grouped_sdpa_attention(
+    module: torch.nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[Tensor, None]:
+    """SDPA for grouped-query attention without copying K/V per query head.
+
+    query ``[B, Hq, q, D]``, key/value ``[B, Hk, kv, D]`` (views of the cache buffer). Query
+    head ``h`` uses K/V head ``h // (Hq / Hk)`` (transformers' ``repeat_kv`` convention); here
+    the ``Hq / Hk`` query heads of a group become the head axis of a batch of ``B * Hk`` and the
+    K/V head is broadcast to them (a stride-0 view), so the mask ``[1, 1, q, kv]`` broadcasts
+    too. Returns ``([B, q, Hq, D], None)`` as transformers' attention functions do.
+    """
+    b, hq, lq, d = query.shape
+    hk, lk = key.shape[1], key.shape[2]
+    g = hq // hk
+    q = query.reshape(b * hk, g, lq, d)
+    k = key.reshape(b * hk, 1, lk, d).expand(-1, g, -1, -1)
+    v = value.reshape(b * hk, 1, lk, d).expand(-1, g, -1, -1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=scaling)
+    return out.view(b, hq, lq, d).transpose(1, 2), None
+
+
+def repeat_sdpa_attention(
+    module: torch.nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[Tensor, None]:
+    """SDPA after repeating K/V per query head (a transient copy per layer, as transformers)."""
+    g = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(g, dim=1), value.repeat_interleave(g, dim=1)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                         scale=scaling)
+    return out.transpose(1, 2), None
+
+
+AttentionInterface.register(GROUPED_ATTENTION, grouped_sdpa_attention)
+AttentionInterface.register(REPEAT_ATTENTION, repeat_sdpa_attention)
+
+
+@contextlib.contextmanager
+def attention_implementation(text_model: torch.nn.Module, name: str) -> Iterator[None]:
+    """Temporarily route the LLM's attention layers to ``name`` (restored afterwards).
+
+    The model is shared with reference mode, which keeps its configured kernel.
+    """
+    config = text_model.config
+    old = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = old
+
+
+def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    """Bool ``[q, k]`` (True = may attend) -> float ``[q, k]``: 0 or the dtype's minimum."""
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+# ---- the prompt layout ------------------------------------------------------------------------
+@dataclasses.dataclass
+class StreamingLayout:
+    """Token ids, relative mRoPE positions and masks of the streaming prompt for one episode.
+
+    Cut from the release's evaluation prompt for one image (``processor.prompt_ids``): ``prefix``
+    (before the first ``<|vision_start|>``), ``frame`` (the image chunk), ``suffix`` (after
+    ``<|vision_end|>``), and checked against the prompt for two images. Positions are relative
+    to each piece's first token (add the absolute start). ``step_*`` describe one step's new
+    tokens: ``frame + suffix + candidates`` (each candidate without its last token, which is
+    only predicted).
+    """
+
+    prefix_ids: list[int]
+    frame_ids: list[int]
+    suffix_ids: list[int]
+    candidates: list[list[int]]  # per action (Action order): the tokens scored
+    grid_thw: tuple[int, int, int]
+    prefix_positions: Tensor  # [3, P], absolute (the prefix starts at 0)
+    frame_positions: Tensor  # [3, L], relative to the frame's first position
+    frame_span: int  # positions one frame advances (max relative position + 1)
+    step_positions: Tensor  # [3, L + S + C]: frame then suffix/candidates, relative
+    step_allowed: Tensor  # bool [L + S + C, L + S + C]: who sees whom among the new tokens
+    score_rows: Tensor  # rows of the step whose logits predict a candidate token
+    score_targets: Tensor  # the candidate token each of those rows predicts
+    score_candidate: Tensor  # which candidate each of those rows belongs to
+
+    @property
+    def step_len(self) -> int:
+        """New tokens per step: frame + suffix + candidates."""
+        return self.step_positions.shape[1]
+
+    @property
+    def scratch_len(self) -> int:
+        """Step tokens after the frame (never kept)."""
+        return self.step_len - len(self.frame_ids)
+
+    def step_ids(self) -> list[int]:
+        """Token ids of one step's new tokens: frame, suffix, candidates without their last."""
+        return self.frame_ids + self.suffix_ids + [t for c in self.candidates for t in c[:-1]]
+
+    def full_ids(self, num_frames: int, action: int) -> list[int]:
+        """The plain prompt with ``num_frames`` frames and one candidate appended."""
+        return (self.prefix_ids + self.frame_ids * num_frames + self.suffix_ids
+                + self.candidates[action])
+
+
+def build_layout(model: JanusVLNModel, processor: JanusProcessor, instruction: str,
+                 score_eos: bool = True) -> StreamingLayout:
+    """The :class:`StreamingLayout` for ``instruction`` (eval prompt style)."""
+    cfg, tok = model.cfg, processor.tokenizer
+    q = cfg.qwen
+    ids = processor.prompt_ids(instruction, 1)[0].tolist()
+    start, end = ids.index(q.vision_start_token_id), ids.index(q.vision_end_token_id)
+    prefix, frame, suffix = ids[:start], ids[start : end + 1], ids[end + 1 :]
+    two = processor.prompt_ids(instruction, 2)[0].tolist()
+    if two != prefix + frame + frame + suffix:
+        raise ValueError(
+            "the prompt does not put images back to back between a fixed prefix and suffix, so "
+            "frames cannot be appended to a cache (streaming needs prompt_style 'eval')"
+        )
+    eos = tok.eos_token_id
+    candidates = []
+    for action in Action:
+        toks = list(tok(action.name, add_special_tokens=False)["input_ids"])
+        if score_eos:
+            if eos is None:
+                raise ValueError("score_eos needs a tokenizer with an eos token")
+            toks.append(eos)
+        candidates.append(toks)
+    device = model.device
+    grid = processor.geometry.grid_thw
+    prefix_pos, _ = model.rope_positions(torch.tensor([prefix]), None)
+    frame_pos, _ = model.rope_positions(torch.tensor([frame]), torch.tensor([grid]))
+    prefix_pos, frame_pos = prefix_pos[:, 0].to(device), frame_pos[:, 0].to(device)
+    span = int(frame_pos.max()) + 1
+    L, S = len(frame), len(suffix)
+    # Suffix then each candidate continuing it: text tokens, one position on all three axes.
+    # A candidate's last token is only predicted, never fed, so it is not in the step.
+    text_pos = list(range(S))
+    for c in candidates:
+        text_pos += list(range(S, S + len(c) - 1))
+    text_pos = torch.tensor(text_pos, device=device) + span
+    step_pos = torch.cat([frame_pos, text_pos.expand(3, -1)], dim=1)
+    n = step_pos.shape[1]
+    allowed = torch.tril(torch.ones(n, n, dtype=torch.bool, device=device))
+    rows, targets, owner = [], [], []
+    row = L + S
+    for k, c in enumerate(candidates):
+        fed = len(c) - 1
+        allowed[row : row + fed, L + S : row] = False  # earlier candidates are invisible
+        rows += [L + S - 1] + list(range(row, row + fed))
+        targets += c
+        owner += [k] * len(c)
+        row += fed
+    return StreamingLayout(
+        prefix_ids=prefix, frame_ids=frame, suffix_ids=suffix, candidates=candidates,
+        grid_thw=grid, prefix_positions=prefix_pos, frame_positions=frame_pos, frame_span=span,
+        step_positions=step_pos, step_allowed=allowed,
+        score_rows=torch.tensor(rows, device=device),
+        score_targets=torch.tensor(targets, device=device),
+        score_candidate=torch.tensor(owner, device=device),
+    )
+
+
+# ---- the spatial branch, lean ------------------------------------------------------------------
+def feature_depth(cfg: JanusConfig) -> int:
+    """Trunk blocks (frame + global pairs) needed for ``vggt.feature_layer``: index + 1."""
+    return cfg.vggt.feature_layer % cfg.vggt.depth + 1
+
+
+def _vggt_autocast(model: JanusVLNModel) -> contextlib.AbstractContextManager:
+    if model.dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=model.device.type, dtype=model.dtype)
+
+
+def new_lean_spatial_cache(model: JanusVLNModel) -> SpatialCache:
+    """A spatial cache for the blocks :func:`lean_vggt_embeds` runs (feature_layer + 1 of them)."""
+    cfg = model.cfg
+    tokens = model.geometry.vggt_tokens_per_frame(cfg.vggt.num_register_tokens)
+    lean = dataclasses.replace(cfg.vggt, depth=feature_depth(cfg))
+    return SpatialCache(lean, cfg.memory, tokens, device=model.device, dtype=model.dtype)
+
+
+@torch.no_grad()
+def lean_vggt_embeds(model: JanusVLNModel, frame: Tensor, cache: SpatialCache,
+                     rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """One streaming VGGT step that stops at ``feature_layer``; returns the merger output.
+
+    Same result as :meth:`JanusVLNModel.encode_vggt` with a full cache (the blocks after the
+    feature layer neither feed it nor feed any later frame's feature layer), in fewer blocks and
+    with a smaller cache (from :func:`new_lean_spatial_cache`). ``frame``: ``[3, H, W]`` in
+    [0, 1] at the VGGT size. Returns ``[tokens_per_image, hidden]`` in model dtype.
+    """
+    agg, geo = model.vggt.aggregator, model.geometry
+    if tuple(frame.shape) != (3, geo.vggt_height, geo.vggt_width):
+        raise ValueError(
+            f"VGGT frame must be [3, {geo.vggt_height}, {geo.vggt_width}], got {tuple(frame.shape)}"
+        )
+    if cache.num_layers != feature_depth(model.cfg):
+        raise ValueError(
+            f"lean VGGT needs a cache of {feature_depth(model.cfg)} layers, got {cache.num_layers}"
+        )
+    images = frame.to(model.device, torch.float32)[None, None]
+    with _vggt_autocast(model):
+        x = agg.embed_frames(images, first_is_reference=cache.frames_seen == 0)  # [1, P, C]
+        if rope is None and agg.rope is not None:
+            rope = agg.rope_tables(geo.vggt_height, geo.vggt_width, model.device)
+        for i in range(cache.num_layers):
+            frame_out = x = agg.frame_blocks[i](x, rope=rope)
+            x = agg.global_blocks[i](x, rope=rope, cache=cache, layer=i)
+        cache.commit()
+        tokens = torch.cat([frame_out, x], dim=-1)[0, agg.patch_start_idx :]
+    return model.merger(regroup_vggt_features(tokens, geo).to(model.dtype))
+
+
+# ---- the reference-equivalent check ------------------------------------------------------------
+@torch.no_grad()
+def full_prefill_scores(
+    model: JanusVLNModel,
+    layout: StreamingLayout,
+    frame_embeds: Sequence[Tensor],
+    context_positions: Tensor | None = None,
+) -> Tensor:
+    """Candidate log-probabilities from a plain full prefill of the streaming token layout.
+
+    For each action, one stock transformers forward (the model's configured attention, its own
+    causal mask, no cache) over ``prefix + frames + suffix + candidate``, with the frames'
+    visual embeddings ``frame_embeds`` (time order, each ``[tokens_per_image, hidden]``).
+    Positions: transformers' ``get_rope_index`` over that sequence when
+    ``context_positions`` is None; else ``context_positions`` (``[3, P + n * L]``) for prefix
+    and frames (e.g. the positions the streaming cache kept, with gaps after an eviction) and
+    the text continuing from their maximum + 1. Returns ``[num_actions]`` float32 sums of token
+    log-probabilities, comparable to :attr:`StreamingPolicy.last_scores`.
+    """
+    n = len(frame_embeds)
+    images = torch.cat(list(frame_embeds), 0)
+    grids = torch.tensor([layout.grid_thw] * n) if n else None
+    scores = []
+    for k, cand in enumerate(layout.candidates):
+        ids = torch.tensor([layout.full_ids(n, k)])
+        embeds = model.embed(ids, images if n else None)
+        if context_positions is None:
+            pos, _ = model.rope_positions(ids, grids)
+        else:
+            ctx = context_positions.to(model.device)
+            tail = len(layout.suffix_ids) + len(cand)
+            text = torch.arange(tail, device=model.device) + int(ctx.max()) + 1
+            pos = torch.cat([ctx, text.expand(3, -1)], dim=1)[:, None]
+        logits = model.qwen(inputs_embeds=embeds, position_ids=pos, use_cache=False).logits[0]
+        logp = logits.float().log_softmax(-1)
+        start = ids.shape[1] - len(cand)
+        rows = torch.arange(start - 1, ids.shape[1] - 1, device=logp.device)
+        scores.append(logp[rows, torch.tensor(cand, device=logp.device)].sum())
+    return torch.stack(scores)
+
+
+# ---- the policy --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _stage(timings: dict[str, float], name: str, device: torch.device, sync: bool
+           ) -> Iterator[None]:
+    if sync and device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if sync and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings[name] = time.perf_counter() - start
+
+
+class StreamingPolicy(JanusVLNPolicy):
+    """JanusVLN with the full dual implicit memory (``mode: streaming``), one LLM forward a step.
+
+    Owns the episode state: the spatial cache, the semantic cache, the layout of the current
+    instruction and the step counter. Same weights and the same :class:`Policy` contract as
+    :class:`JanusVLNPolicy` (``from_pretrained`` and :func:`janus_core.policy.build_policy`
+    return this class when ``cfg.mode`` is ``streaming``).
+
+    Per step: resize the frame; VGGT on it against the spatial cache; the Qwen ViT on it alone;
+    fuse (``vit + lam * vggt`` of this frame); one LLM forward over the frame, the step text
+    and the 4 candidates on top of the semantic cache; keep the frame's K/V. ``act`` returns
+    timings for ``preprocess``, ``vggt``, ``vit``, ``llm``, ``action`` and ``total`` (seconds)
+    and ``probs`` (action name -> probability among the 4 candidates).
+
+    ``cfg.streaming`` options: see :class:`janus_core.config.StreamingConfig`.
+    """
+
+    def __init__(self, model: JanusVLNModel, processor: JanusProcessor):
+        cfg = model.cfg
+        if cfg.prompt_style != "eval":
+            raise ValueError(
+                "streaming needs prompt_style 'eval' (images back to back in the prompt), got "
+                f"{cfg.prompt_style!r}"
+            )
+        self.cfg = cfg
+        self.options = cfg.streaming
+        if self.options.quantize != "none":
+            from janus_core.quantize import quantize_model
+
+            quantize_model(model, self.options.quantize, self.options.quantize_parts)
+        self.model = model.eval()
+        self.processor = processor
+        self.max_new_tokens = cfg.max_new_tokens
+        self.eos_token_ids = ()
+        self.spatial_cache: SpatialCache | None = None
+        self._rope = None
+        if model.vggt is not None:
+            if self.options.lean_vggt:
+                self.spatial_cache = new_lean_spatial_cache(model)
+                agg, geo = model.vggt.aggregator, model.geometry
+                if agg.rope is not None:
+                    self._rope = agg.rope_tables(geo.vggt_height, geo.vggt_width, model.device)
+            else:
+                self.spatial_cache = model.new_spatial_cache()
+        geo = model.geometry
+        self.semantic_cache = SemanticCache(
+            cfg.qwen, cfg.memory, frame_tokens=geo.tokens_per_image + 2,
+            image_tokens=geo.tokens_per_image, device=model.device, dtype=model.dtype,
+        )
+        self._attention = (GROUPED_ATTENTION if self.options.llm_attention == "grouped"
+                           else REPEAT_ATTENTION)
+        self.layout: StreamingLayout | None = None
+        self.instruction: str | None = None
+        self.step = 0
+        self.frames: list[np.ndarray] = []  # unused (reference keeps its history here)
+        self.last_scores: Tensor | None = None  # the last step's candidate log-probabilities
+        self.last_evicted: int | None = None
+        self.last_token_ids: list[int] = []
+        self._layouts: dict[str, StreamingLayout] = {}
+        self._masks: dict[tuple[int, int], Tensor] = {}
+
+    # ---- episode ---------------------------------------------------------------------------------
+    def reset(self, instruction: str) -> None:
+        """Start an episode: clear both memories, lay out the prompt and prefill its prefix.
+
+        Call before the first ``act`` of every episode. Runs one LLM forward over the prefix
+        (the system turn and the user-turn header, about 60 tokens at full size).
+        """
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
+        if instruction not in self._layouts:
+            if len(self._layouts) > 8:
+                self._layouts.clear()
+            self._layouts[instruction] = build_layout(
+                self.model, self.processor, instruction, self.options.score_eos
+            )
+        layout = self.layout = self._layouts[instruction]
+        self.instruction = instruction
+        self.step = 0
+        self.last_scores, self.last_evicted = None, None
+        if self.spatial_cache is not None:
+            self.spatial_cache.reset()
+        cache = self.semantic_cache
+        cache.reset(len(layout.prefix_ids), layout.scratch_len)
+        self._masks.clear()
+        embed = self.model.qwen.get_input_embeddings()
+        device = self.model.device
+        with torch.no_grad():
+            ids = torch.tensor(layout.step_ids(), device=device)
+            text = embed(ids)
+            L = len(layout.frame_ids)
+            self._vision_start, self._vision_end = text[:1], text[L - 1 : L]
+            self._step_text = text[L:]  # suffix + candidates: the same every step
+            prefix = embed(torch.tensor(layout.prefix_ids, device=device))
+            allowed = torch.tril(torch.ones(len(prefix), len(prefix), dtype=torch.bool,
+                                            device=device))
+            self._forward(prefix, layout.prefix_positions, allowed)
+        cache.end_prefix(int(layout.prefix_positions.max()) + 1)
+
+    def _mask(self, start: int, allowed: Tensor) -> Tensor:
+        """Additive mask ``[1, 1, q, start + q]``: held keys visible, new keys per ``allowed``."""
+        key = (start, allowed.shape[0])
+        if key not in self._masks:
+            q = allowed.shape[0]
+            width = -(-(start + q) // 16) * 16  # aligned rows for the fused kernels
+            full = torch.zeros((q, width), dtype=self.model.dtype, device=self.model.device)
+            full[:, start : start + q] = additive_mask(allowed, self.model.dtype)
+            if len(self._masks) > 2:
+                self._masks.clear()
+            self._masks[key] = full[None, None, :, : start + q]
+        return self._masks[key]
+
+    def _forward(self, embeds: Tensor, positions: Tensor, allowed: Tensor) -> Tensor:
+        """One LLM forward of new tokens on top of the semantic cache; final hidden states."""
+        cache = self.semantic_cache
+        start = cache.begin(embeds.shape[0])
+        mask = self._mask(start, allowed)
+        lm = self.model.qwen.model.language_model
+        cache_position = torch.arange(start, start + embeds.shape[0], device=embeds.device)
+        with attention_implementation(lm, self._attention):
+            out = lm(
+                inputs_embeds=embeds[None], position_ids=positions[:, None, :],
+                attention_mask={"full_attention": mask}, past_key_values=cache, use_cache=True,
+                cache_position=cache_position,
+            )
+        return out.last_hidden_state[0]
+
+    # ---- one step ------------------------------------------------------------------------------
+    def encode_frame(self, frame: np.ndarray, timings: dict[str, float]) -> Tensor:
+        """VGGT (updating the spatial cache) and ViT on one resized frame; fused embeddings."""
+        model, proc, device = self.model, self.processor, self.model.device
+        sync = self.options.stage_sync
+        vggt = None
+        if model.vggt is not None:
+            with _stage(timings, "vggt", device, sync):
+                image = proc.vggt_input(frame)
+                if self.options.lean_vggt:
+                    vggt = lean_vggt_embeds(model, image, self.spatial_cache, self._rope)
+                else:
+                    vggt = model.encode_vggt(image, self.spatial_cache)
+        with _stage(timings, "vit", device, sync):
+            pixel_values, grid_thw = proc.qwen_inputs([frame])
+            vit = model.encode_images(pixel_values, grid_thw)
+        return model.fuse(vit, vggt, 1)
+
+    @torch.no_grad()
+    def act(self, observation: Observation) -> StepResult:
+        """Run one streaming step on ``observation.rgb`` (HxWx3 uint8, the configured size).
+
+        A frame of the wrong size, dtype or channel count raises ValueError and leaves the
+        episode state unchanged.
+        """
+        if self.instruction is None or self.layout is None:
+            raise RuntimeError("call reset(instruction) before act()")
+        layout, cache, device = self.layout, self.semantic_cache, self.model.device
+        sync = self.options.stage_sync
+        timings: dict[str, float] = {}
+        t = self.step
+        start = time.perf_counter()
+        with _stage(timings, "preprocess", device, sync):
+            frame = self.processor.preprocess_frame(observation.rgb)
+        fused = self.encode_frame(frame, timings)
+        with _stage(timings, "llm", device, sync):
+            embeds = torch.cat([self._vision_start, fused.to(self._step_text.dtype),
+                                self._vision_end, self._step_text])
+            positions = layout.step_positions + cache.next_position
+            hidden = self._forward(embeds, positions, layout.step_allowed)
+            logits = self.model.qwen.lm_head(hidden[layout.score_rows])
+        with _stage(timings, "action", device, sync):
+            logp = logits.float().log_softmax(-1)
+            token_logp = logp.gather(1, layout.score_targets[:, None])[:, 0]
+            scores = torch.zeros(len(layout.candidates), device=device).index_add_(
+                0, layout.score_candidate, token_logp
+            )
+            self.last_evicted = cache.commit_frame(
+                fused, cache.next_position + layout.frame_span
+            )
+            self.step += 1
+            probs = scores.softmax(0).tolist()
+            best = int(np.argmax(probs))
+            action = Action(best)
+            if t >= self.cfg.max_steps:
+                action = Action.STOP
+        self.last_scores = scores
+        self.last_token_ids = layout.candidates[best]
+        timings["total"] = time.perf_counter() - start
+        if t >= self.cfg.max_steps:
+            log.info("step %d: forced STOP (max_steps %d)", t, self.cfg.max_steps)
+        return StepResult(
+            action=action, timings=timings,
+            probs={a.name: p for a, p in zip(Action, probs)},
+            text=Action(best).name, parsed=True, step=t,
+        )
+
+    def close(self) -> None:
+        """Drop both memories and the model reference; free cached GPU memory."""
+        self.spatial_cache = None
+        self.semantic_cache = None
+        self._masks = {}
+        self._layouts = {}
+        device = self.model.device
+        self.model = None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
