@@ -65,6 +65,10 @@ class GeodesicField:
         """Geodesic distance from ``point`` ((x, y, z) or (x, z)) to the goal."""
         g = self.grid
         x, z = _xz(point)
+        near = math.hypot(x - self.goal[0], z - self.goal[2])
+        if near <= 2 * g.cell and np.isfinite(self.distances).any():
+            # next to the goal the straight line is the path (no obstacle is this thin)
+            return near
         fx = (x - g.x0) / g.cell - 0.5
         fz = (z - g.z0) / g.cell - 0.5
         j0, i0 = int(math.floor(fx)), int(math.floor(fz))

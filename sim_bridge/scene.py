@@ -1013,7 +1013,28 @@ def generate_apartment(seed: int) -> SceneSpec:
         furnisher.furnish(_ROOM_TEMPLATES[room.type])
         objects += furnisher.objects
 
-    # landmark names must be unique in the scene: the first object with a name keeps it
+    warmth = [float(rng.uniform(0.0, 0.08)) for _ in rooms]
+    spec = build_scene(scene_id_for_seed(seed), rooms, doors, objects, seed=seed,
+                       light_warmth=warmth)
+    log.debug("generated %s: %d rooms, %d doors, %d objects, %d landmarks", spec.scene_id,
+              len(rooms), len(doors), len(objects), len(spec.landmarks))
+    return spec
+
+
+def build_scene(scene_id: str, rooms: list[Room], doors: list[Door],
+                objects: list[SceneObject] | tuple = (), seed: int = -1,
+                light_warmth: list[float] | None = None,
+                ceiling_height: float = CEILING_HEIGHT) -> SceneSpec:
+    """A SceneSpec from rooms, doorways and objects.
+
+    Adds walls (with door gaps and lintels), one light per room, and landmarks from the objects
+    flagged ``landmark`` (the first object of a name wins). Rooms must tile their bounding
+    rectangle edge to edge (rects on wall centre lines); a door sits on a wall two of its rooms
+    share. :func:`generate_apartment` assembles its output with it; it also makes small
+    hand-made scenes (tests, JSON files).
+    """
+    objects = list(objects)
+    walls = _build_walls(rooms, doors, ceiling_height)
     seen: set[str] = set()
     landmarks: list[Landmark] = []
     for i, obj in enumerate(objects):
@@ -1024,24 +1045,20 @@ def generate_apartment(seed: int) -> SceneSpec:
             continue
         seen.add(obj.name)
         landmarks.append(Landmark(obj.name, obj.category, obj.room, list(obj.position), i))
-
     lights = []
-    for room in rooms:
+    for k, room in enumerate(rooms):
         cx, cz = room.center
         strength = 0.7 + 0.03 * room.area
-        warm = float(rng.uniform(0.0, 0.08))
-        lights.append(Light([round(cx, 4), CEILING_HEIGHT - 0.2, round(cz, 4)],
+        warm = light_warmth[k] if light_warmth is not None else 0.04
+        lights.append(Light([round(cx, 4), round(ceiling_height - 0.2, 4), round(cz, 4)],
                             [round(strength, 4), round(strength * (1 - warm / 2), 4),
                              round(strength * (1 - warm), 4)], room.name))
-    spec = SceneSpec(
-        scene_id=scene_id_for_seed(seed), seed=seed,
+    return SceneSpec(
+        scene_id=scene_id, seed=seed,
         bounds=[min(r.rect[0] for r in rooms), min(r.rect[1] for r in rooms),
                 max(r.rect[2] for r in rooms), max(r.rect[3] for r in rooms)],
-        rooms=rooms, doors=doors, walls=walls, objects=objects, lights=lights,
-        landmarks=landmarks)
-    log.debug("generated %s: %d rooms, %d doors, %d objects, %d landmarks", spec.scene_id,
-              len(rooms), len(doors), len(objects), len(landmarks))
-    return spec
+        rooms=list(rooms), doors=list(doors), walls=walls, objects=objects, lights=lights,
+        landmarks=landmarks, ceiling_height=ceiling_height)
 
 
 def _assign_room_types(rng: np.random.Generator, rects: list[list[float]],

@@ -21,6 +21,7 @@ import dataclasses
 import importlib.util
 import logging
 import math
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -336,6 +337,16 @@ class Simulator(abc.ABC):
         self.close()
 
 
+def habitat_available() -> bool:
+    """Whether ``habitat_sim`` can be imported (without importing it)."""
+    if "habitat_sim" in sys.modules:
+        return sys.modules["habitat_sim"] is not None
+    try:
+        return importlib.util.find_spec("habitat_sim") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def make_simulator(cfg: SimConfig | dict | None = None) -> Simulator:
     """The simulator ``cfg.backend`` names (``auto``: habitat when installed, else embedded)."""
     if cfg is None:
@@ -344,7 +355,7 @@ def make_simulator(cfg: SimConfig | dict | None = None) -> Simulator:
         cfg = SimConfig.from_dict(cfg)
     backend = cfg.backend
     if backend == "auto":
-        backend = "habitat" if importlib.util.find_spec("habitat_sim") is not None else "embedded"
+        backend = "habitat" if habitat_available() else "embedded"
         log.info("SimConfig.backend=auto -> %s", backend)
     if backend == "embedded":
         from sim_bridge.embedded import EmbeddedSimulator
