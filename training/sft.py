@@ -39,7 +39,6 @@ from typing import Any
 import torch
 import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from janus_core.checkpoint import (
     CheckpointError,
@@ -460,13 +459,43 @@ def training_arguments(cfg: TrainConfig) -> TrainingArguments:
     return TrainingArguments(**kwargs)
 
 
+def checkpoint_is_complete(path: str | Path) -> bool:
+    """True when a ``checkpoint-*`` folder was fully written.
+
+    The Trainer writes ``trainer_state.json`` last, after the weights, optimizer, scheduler and
+    RNG state; a job killed while saving leaves a folder without it (or with a torn one).
+    """
+    path = Path(path)
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (path / "config.json").exists()
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete ``checkpoint-<step>`` in ``output_dir`` (incomplete ones skipped)."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return None
+    steps = []
+    for child in out.iterdir():
+        name = child.name
+        if child.is_dir() and name.startswith("checkpoint-") and name[11:].isdigit():
+            steps.append((int(name[11:]), child))
+    for _, child in sorted(steps, reverse=True):
+        if checkpoint_is_complete(child):
+            return str(child)
+        log.warning("%s is incomplete (interrupted while saving?); not resuming from it", child)
+    return None
+
+
 def resume_checkpoint(cfg: TrainConfig) -> str | None:
     """The checkpoint to resume from per ``cfg.resume`` (None: start fresh)."""
     if cfg.resume in ("none", "", None, False):
         return None
     if cfg.resume == "auto":
-        out = Path(cfg.output_dir)
-        last = get_last_checkpoint(str(out)) if out.is_dir() else None
+        last = last_complete_checkpoint(cfg.output_dir)
         if last:
             log.info("resuming from %s", last)
         return last

@@ -158,3 +158,18 @@ def test_shipped_configs_load(name):
         assert cfg.per_device_train_batch_size == 1 and cfg.gradient_accumulation_steps == 8
         assert cfg.bf16 and cfg.gradient_checkpointing and cfg.lr_scheduler_type == "cosine"
         assert cfg.deepspeed.endswith("deepspeed_zero3.json")
+
+
+def test_last_complete_checkpoint_skips_torn_ones(tmp_path):
+    from training.sft import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "nothing") is None
+    for step, files in ((2, {"config.json": "{}", "trainer_state.json": "{}"}),
+                        (4, {"config.json": "{}", "trainer_state.json": "{\"glob"}),
+                        (10, {"config.json": "{}"})):
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        for name, text in files.items():
+            (d / name).write_text(text)
+    (tmp_path / "checkpoint-x").mkdir()
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
