@@ -173,3 +173,27 @@ def test_last_complete_checkpoint_skips_torn_ones(tmp_path):
             (d / name).write_text(text)
     (tmp_path / "checkpoint-x").mkdir()
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_set):
+    from train_helpers import tiny_model_config
+
+    from janus_core.model import build_model
+
+    cfg = tiny_model_config()
+    ds = NavSFTDataset([tiny_set], JanusProcessor(cfg, build_tokenizer(cfg)))
+    batch = SFTCollator(cfg.qwen.pad_token_id)([ds[i] for i in (0, 11)])
+    model = build_model(cfg, device="cpu", dtype="float32")
+    model.set_trainable()
+    grads = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        model.train()
+        model.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    assert not any(n.startswith("vggt.") for n in grads[0])
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
