@@ -38,7 +38,7 @@ from torch import Tensor
 from transformers import AttentionInterface
 
 from janus_core.actions import Action
-from janus_core.config import JanusConfig
+from janus_core.config import JanusConfig, StreamingConfig
 from janus_core.interface import Observation, StepResult
 from janus_core.memory import SemanticCache, SpatialCache
 from janus_core.model import JanusVLNModel
@@ -350,10 +350,13 @@ class StreamingPolicy(JanusVLNPolicy):
     timings for ``preprocess``, ``vggt``, ``vit``, ``llm``, ``action`` and ``total`` (seconds)
     and ``probs`` (action name -> probability among the 4 candidates).
 
-    ``cfg.streaming`` options: see :class:`janus_core.config.StreamingConfig`.
+    ``options`` (default ``cfg.streaming``): see :class:`janus_core.config.StreamingConfig`.
+    The model may be shared with a reference-mode policy (not at the same time); ``quantize``
+    replaces its weights in place.
     """
 
-    def __init__(self, model: JanusVLNModel, processor: JanusProcessor):
+    def __init__(self, model: JanusVLNModel, processor: JanusProcessor,
+                 options: StreamingConfig | None = None):
         cfg = model.cfg
         if cfg.prompt_style != "eval":
             raise ValueError(
@@ -361,7 +364,7 @@ class StreamingPolicy(JanusVLNPolicy):
                 f"{cfg.prompt_style!r}"
             )
         self.cfg = cfg
-        self.options = cfg.streaming
+        self.options = options if options is not None else cfg.streaming
         if self.options.quantize != "none":
             from janus_core.quantize import quantize_model
 
@@ -372,6 +375,7 @@ class StreamingPolicy(JanusVLNPolicy):
         self.eos_token_ids = ()
         self.spatial_cache: SpatialCache | None = None
         self._rope = None
+        self._side_stream = None
         if model.vggt is not None:
             if self.options.lean_vggt:
                 self.spatial_cache = new_lean_spatial_cache(model)
@@ -464,22 +468,55 @@ class StreamingPolicy(JanusVLNPolicy):
         return out.last_hidden_state[0]
 
     # ---- one step ------------------------------------------------------------------------------
+    def _vggt(self, frame: np.ndarray) -> Tensor:
+        image = self.processor.vggt_input(frame)
+        if self.options.lean_vggt:
+            return lean_vggt_embeds(self.model, image, self.spatial_cache, self._rope)
+        return self.model.encode_vggt(image, self.spatial_cache)
+
     def encode_frame(self, frame: np.ndarray, timings: dict[str, float]) -> Tensor:
-        """VGGT (updating the spatial cache) and ViT on one resized frame; fused embeddings."""
+        """VGGT (updating the spatial cache) and ViT on one resized frame; fused embeddings.
+
+        With ``overlap_encoders`` on CUDA the ViT runs on a side stream while VGGT runs on the
+        current one; ``vggt`` and ``vit`` are then each stream's GPU time (CUDA events, they
+        overlap) and ``encoders`` the wall time of both.
+        """
         model, proc, device = self.model, self.processor, self.model.device
         sync = self.options.stage_sync
+        if self.options.overlap_encoders and device.type == "cuda" and model.vggt is not None:
+            return self._encode_overlapped(frame, timings)
         vggt = None
         if model.vggt is not None:
             with _stage(timings, "vggt", device, sync):
-                image = proc.vggt_input(frame)
-                if self.options.lean_vggt:
-                    vggt = lean_vggt_embeds(model, image, self.spatial_cache, self._rope)
-                else:
-                    vggt = model.encode_vggt(image, self.spatial_cache)
+                vggt = self._vggt(frame)
         with _stage(timings, "vit", device, sync):
             pixel_values, grid_thw = proc.qwen_inputs([frame])
             vit = model.encode_images(pixel_values, grid_thw)
         return model.fuse(vit, vggt, 1)
+
+    def _encode_overlapped(self, frame: np.ndarray, timings: dict[str, float]) -> Tensor:
+        model, device = self.model, self.model.device
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(device)
+        main, side = torch.cuda.current_stream(device), self._side_stream
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+        with _stage(timings, "encoders", device, self.options.stage_sync):
+            pixel_values, grid_thw = self.processor.qwen_inputs([frame])
+            side.wait_stream(main)
+            with torch.cuda.stream(side):
+                events[0].record(side)
+                vit = model.encode_images(pixel_values, grid_thw)
+                events[1].record(side)
+            events[2].record(main)
+            vggt = self._vggt(frame)
+            events[3].record(main)
+            main.wait_stream(side)
+            vit.record_stream(main)
+            fused = model.fuse(vit, vggt, 1)
+        if self.options.stage_sync:
+            timings["vit"] = events[0].elapsed_time(events[1]) / 1e3
+            timings["vggt"] = events[2].elapsed_time(events[3]) / 1e3
+        return fused
 
     @torch.no_grad()
     def act(self, observation: Observation) -> StepResult:
