@@ -70,7 +70,8 @@ class TrainConfig:
 
     ``model``: a preset name (``tiny``, ``full``: random weights), a JanusConfig YAML file, or a
     checkpoint folder in the release's layout (weights loaded). ``model_overrides``: nested
-    JanusConfig fields applied on top (presets only), e.g. a smaller image for CPU runs.
+    JanusConfig fields applied on top (sizes must still fit a checkpoint's weights), e.g. a
+    smaller camera frame for CPU runs or ``attn_implementation``; they are saved with the model.
     ``init_qwen`` / ``init_vggt``: pretrained Qwen2.5-VL-Instruct and VGGT-1B safetensors folders
     to start a preset from (the release's Base recipe); the merger stays randomly initialised.
     ``data``: annotation directories (``dir`` or ``dir%NN`` for a random NN %). ``deepspeed``:
@@ -210,8 +211,11 @@ def model_config(cfg: TrainConfig) -> JanusConfig:
         janus = config_from_checkpoint(cfg.model)
     else:
         janus = load_config(cfg.model)
-    if cfg.model_overrides:
-        janus = JanusConfig.from_dict(_merge(janus.to_dict(), cfg.model_overrides))
+    overrides = dict(cfg.model_overrides)
+    if cfg.num_history is not None:  # saved with the model, so inference samples the same way
+        overrides = _merge(overrides, {"memory": {"num_history": int(cfg.num_history)}})
+    if overrides:
+        janus = JanusConfig.from_dict(_merge(janus.to_dict(), overrides))
     return janus
 
 
@@ -527,7 +531,7 @@ def build_trainer(
             raise TrainConfigError("no training data: set data (--data) to annotation folders")
         processor = JanusProcessor(model.cfg, tokenizer)
         sets = load_sources(cfg.data, verify_frames=cfg.verify_frames, seed=cfg.data_seed)
-        train_dataset = NavSFTDataset(sets, processor, cfg.num_history)
+        train_dataset = NavSFTDataset(sets, processor)  # cfg.memory.num_history
         log.info("training data: %d samples from %d trajectories", len(train_dataset),
                  sum(len(s) for s in sets))
     return JanusTrainer(
