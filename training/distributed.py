@@ -9,6 +9,7 @@ process is rank 0 of 1, so the same entry point runs on a laptop and on many GPU
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -76,12 +77,14 @@ def shard(items: Sequence[T], info: DistInfo) -> list[T]:
     return list(items[info.rank :: info.world_size])
 
 
-def init_process_group(info: DistInfo, backend: str | None = None) -> bool:
+def init_process_group(info: DistInfo, backend: str | None = None,
+                       timeout_s: float = 4 * 3600) -> bool:
     """Join the torchrun process group when there is more than one process.
 
     Returns True when this call created the group (call :func:`destroy_process_group` at the end).
     ``backend`` defaults to NCCL with CUDA and gloo otherwise. The HF Trainer creates its own group,
-    so SFT does not call this; collection and DAgger do, for their barriers.
+    so SFT does not call this; collection and DAgger do, for their barriers. ``timeout_s`` is long
+    because ranks finish their share of episodes at different times before the closing barrier.
     """
     if not info.is_distributed:
         return False
@@ -94,7 +97,7 @@ def init_process_group(info: DistInfo, backend: str | None = None) -> bool:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(info.local_rank)
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     log.info("joined process group: rank %d of %d (%s)", info.rank, info.world_size, backend)
     return True
 
