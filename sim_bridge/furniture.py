@@ -476,6 +476,36 @@ class MeshModel:
     colors: np.ndarray
     tintable: np.ndarray
 
+    def simplified(self, max_triangles: int) -> MeshModel:
+        """A coarser copy with at most ``max_triangles`` triangles (vertex clustering).
+
+        Vertices are merged on a grid over the unit box, finer grids first; triangles that
+        collapse or repeat are dropped. Returns ``self`` when it is small enough already.
+        """
+        if len(self.positions) <= max_triangles:
+            return self
+        flat = self.positions.reshape(-1, 3).astype(np.float64)
+        lo = np.array([-0.5, 0.0, -0.5])
+        best = None
+        for res in (128, 96, 64, 48, 32, 24, 16, 12, 8):
+            cell = np.clip(np.floor((flat - lo) * res), 0, res - 1).astype(np.int64)
+            key = (cell[:, 0] * res + cell[:, 1]) * res + cell[:, 2]
+            uniq, inverse = np.unique(key, return_inverse=True)
+            counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
+            reps = np.stack([np.bincount(inverse, flat[:, k], len(uniq)) for k in range(3)],
+                            1) / counts[:, None]
+            tri = inverse.reshape(-1, 3)
+            ok = (tri[:, 0] != tri[:, 1]) & (tri[:, 1] != tri[:, 2]) & (tri[:, 0] != tri[:, 2])
+            sorted_tri = np.sort(tri, axis=1)
+            _, first = np.unique(sorted_tri[ok], axis=0, return_index=True)
+            keep = np.nonzero(ok)[0][np.sort(first)]
+            best = (reps[tri[keep]], keep)
+            if len(keep) <= max_triangles:
+                break
+        positions, keep = best
+        return MeshModel(self.name, positions.astype(np.float32), self.colors[keep],
+                         self.tintable[keep])
+
 
 #: category -> model file stems in the Blend Swap CC-0 catalog that fit it.
 SWEETHOME3D_MODELS: dict[str, tuple[str, ...]] = {
@@ -579,9 +609,9 @@ class SweetHome3DCatalog:
 
     CATALOG = "BlendSwap-CC-0.sh3f"
 
-    def __init__(self, directory: str | Path = SWEETHOME3D_DIR, max_triangles: int = 40000):
+    def __init__(self, directory: str | Path = SWEETHOME3D_DIR, max_triangles: int = 3000):
         self.path = Path(directory) / self.CATALOG
-        self.max_triangles = max_triangles
+        self.max_triangles = max_triangles  # per model, after simplification
         self._zip: zipfile.ZipFile | None = None
         self._entries: dict[str, dict[str, str]] | None = None
         self._cache: dict[str, MeshModel | None] = {}
@@ -650,9 +680,10 @@ class SweetHome3DCatalog:
             log.warning("Sweet Home 3D model %s could not be read (%s); using shapes", stem, exc)
             model = None
         if model is not None and len(model.positions) > self.max_triangles:
-            log.info("Sweet Home 3D model %s has %d triangles (> %d); using shapes", stem,
-                     len(model.positions), self.max_triangles)
-            model = None
+            before = len(model.positions)
+            model = model.simplified(self.max_triangles)
+            log.debug("Sweet Home 3D model %s simplified from %d to %d triangles", stem, before,
+                      len(model.positions))
         self._cache[stem] = model
         return model
 

@@ -3,9 +3,9 @@
     python -m sim_bridge.render_scene --seed 42 --out renders/apt_42
 
 writes ``view_<k>_<landmark>.png`` (the camera at 1.25 m looking at a landmark from inside its
-room), ``views.png`` (those views as one mosaic of thumbnails), ``topdown.png`` (occupancy map
-with room names, landmarks, and the expert's path between two points 5-15 m apart) and
-``scene.json`` (the SceneSpec).
+room), ``views.png`` (those views as one mosaic of thumbnails, 256 colours), ``topdown.png``
+(occupancy map with room names, landmarks, and the expert's path between two points 5-15 m
+apart) and ``scene.json`` (the SceneSpec).
 """
 
 from __future__ import annotations
@@ -166,13 +166,16 @@ def main(argv: list[str] | None = None) -> None:
                 (th, th * rgb.shape[0] // rgb.shape[1]), Image.LANCZOS)))
             log.info("view %d: %s from (%.2f, %.2f)", k, name, p[0], p[2])
         if thumbs:
-            cols = 2 if len(thumbs) > 1 else 1
+            cols = 1 if len(thumbs) == 1 else 2 if len(thumbs) <= 4 else 3
             rows = []
             for i in range(0, len(thumbs), cols):
                 row = thumbs[i:i + cols]
                 row += [np.zeros_like(thumbs[0])] * (cols - len(row))
                 rows.append(np.concatenate(row, axis=1))
-            Image.fromarray(np.concatenate(rows, axis=0)).save(out / "views.png", optimize=True)
+            mosaic = Image.fromarray(np.concatenate(rows, axis=0))
+            # a 256-colour palette keeps the mosaic small enough for a README
+            mosaic.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+                out / "views.png", optimize=True)
         start, goal, path, dist = expert_path(grid, rng, cfg)
         length = float(np.sum(np.linalg.norm(np.diff(path, axis=0), axis=1)))
         log.info("expert path: geodesic %.2f m, walked %.2f m in %d forward steps", dist, length,

@@ -362,14 +362,19 @@ def _add_model(b: _MeshBuilder, obj: SceneObject, model: MeshModel, light: int) 
     pts = tri.reshape(-1, 3).astype(np.float64)
     e1 = tri[:, 1] - tri[:, 0]
     e2 = tri[:, 2] - tri[:, 0]
-    n = np.cross(e1, e2)
-    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    n_raw = np.cross(e1, e2)
+    n = n_raw / np.maximum(np.linalg.norm(n_raw, axis=1, keepdims=True), 1e-12)
     nrm = np.repeat(n, 3, axis=0).astype(np.float64)
     colors = model.colors.copy()
     if obj.landmark or obj.color not in ("white", "grey", "silver", "black", "brown", "beige"):
+        # the object's colour is part of its name ("red fridge"): paint most of the model in it
         lum = colors @ np.array([0.3, 0.59, 0.11], np.float32)
+        mask = model.tintable
+        area = np.linalg.norm(n_raw, axis=1)
+        if (area * mask).sum() < 0.5 * area.sum():
+            mask = lum > 0.12
         tint = np.asarray(obj.rgb, np.float32)[None] * (0.55 + 0.6 * lum[:, None])
-        colors = np.where(model.tintable[:, None], np.clip(tint, 0, 1), colors)
+        colors = np.where(mask[:, None], np.clip(tint, 0, 1), colors)
     world, wn = _to_world(obj, pts, nrm)
     uv = np.stack([world[:, 0] + world[:, 2], world[:, 1]], 1)
     b.add(world, wn, uv, np.repeat(colors, 3, axis=0), "plain", light)
