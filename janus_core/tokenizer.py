@@ -189,7 +189,9 @@ def load_tokenizer(path: str | Path, cfg: JanusConfig | None = None) -> PreTrain
         raise FileNotFoundError(
             f"{path} has no tokenizer files (tokenizer.json / tokenizer_config.json)"
         )
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    # fix_mistral_regex=False: transformers 4.57.3+ warns about a Mistral regex bug for any local
+    # folder whose config.json says transformers 4.57.3..4.x (ours); Qwen tokenizers are unaffected.
+    tokenizer = AutoTokenizer.from_pretrained(str(path), fix_mistral_regex=False)
     if cfg is not None:
         check_special_tokens(tokenizer, cfg)
     return tokenizer
