@@ -521,17 +521,18 @@ class Renderer:
     def load_scene(self, scene: SceneSpec, catalog: SweetHome3DCatalog | None = None) -> None:
         """Upload ``scene``'s geometry (replacing the previous scene's)."""
         solid, two_sided = build_scene_mesh(scene, catalog)
-        self._release_geometry()
-        for rows in (solid, two_sided):
-            gpu = bake_lighting(rows, scene)
-            if len(gpu) == 0:
-                self._vaos.append(None)
-                continue
-            vbo = self.ctx.buffer(gpu.tobytes())
-            vao = self.ctx.vertex_array(self.program, [(vbo, _GPU_FORMAT, "in_pos", "in_uv",
-                                                        "in_color", "in_layer")])
-            self._buffers.append(vbo)
-            self._vaos.append(vao)
+        gpu_rows = [bake_lighting(rows, scene) for rows in (solid, two_sided)]
+        with self.ctx:
+            self._release_geometry()
+            for gpu in gpu_rows:
+                if len(gpu) == 0:
+                    self._vaos.append(None)
+                    continue
+                vbo = self.ctx.buffer(gpu.tobytes())
+                vao = self.ctx.vertex_array(self.program, [(vbo, _GPU_FORMAT, "in_pos", "in_uv",
+                                                            "in_color", "in_layer")])
+                self._buffers.append(vbo)
+                self._vaos.append(vao)
         self.scene_id = scene.scene_id
         self.triangles = (len(solid) + len(two_sided)) // 3
         log.debug("renderer: %s uploaded, %d triangles (%d from models)", scene.scene_id,
@@ -550,19 +551,20 @@ class Renderer:
         """RGB (H, W, 3) uint8 and depth (H, W) float32 (metres, view z) seen from ``eye``."""
         if self.scene_id is None:
             raise RuntimeError("Renderer.render called before load_scene")
-        self.program["u_view"].write(self.view_matrix(eye, yaw).T.astype("f4").tobytes())
-        self.fbo.use()
-        self.texture.use(location=0)
-        self.fbo.clear(0.0, 0.0, 0.0, 1.0, depth=1.0)
-        self.ctx.enable(self.ctx.CULL_FACE)
-        self.ctx.front_face = "cw"  # the y-flipped projection mirrors the winding
-        if self._vaos[0] is not None:
-            self._vaos[0].render()
-        self.ctx.disable(self.ctx.CULL_FACE)
-        if len(self._vaos) > 1 and self._vaos[1] is not None:
-            self._vaos[1].render()
-        self.fbo.read_into(self._rgb, components=3, attachment=0, alignment=1)
-        self.fbo.read_into(self._depth, components=1, attachment=1, alignment=1, dtype="f4")
+        with self.ctx:  # several renderers may live in one process: make ours current
+            self.program["u_view"].write(self.view_matrix(eye, yaw).T.astype("f4").tobytes())
+            self.fbo.use()
+            self.texture.use(location=0)
+            self.fbo.clear(0.0, 0.0, 0.0, 1.0, depth=1.0)
+            self.ctx.enable(self.ctx.CULL_FACE)
+            self.ctx.front_face = "cw"  # the y-flipped projection mirrors the winding
+            if self._vaos[0] is not None:
+                self._vaos[0].render()
+            self.ctx.disable(self.ctx.CULL_FACE)
+            if len(self._vaos) > 1 and self._vaos[1] is not None:
+                self._vaos[1].render()
+            self.fbo.read_into(self._rgb, components=3, attachment=0, alignment=1)
+            self.fbo.read_into(self._depth, components=1, attachment=1, alignment=1, dtype="f4")
         rgb = np.frombuffer(self._rgb, np.uint8).reshape(self.height, self.width, 3).copy()
         depth = np.frombuffer(self._depth, np.float32).reshape(self.height, self.width).copy()
         return rgb, depth
@@ -579,8 +581,9 @@ class Renderer:
         """Release the GL objects and the context."""
         if getattr(self, "ctx", None) is None:
             return
-        self._release_geometry()
-        for obj in (self.fbo, self.texture, self.program):
-            obj.release()
+        with self.ctx:
+            self._release_geometry()
+            for obj in (self.fbo, self.texture, self.program):
+                obj.release()
         self.ctx.release()
         self.ctx = None

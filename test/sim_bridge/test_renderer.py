@@ -285,3 +285,42 @@ def test_sweethome3d_models_render():
         assert rgb.mean() > 20 and depth.min() > 0
     finally:
         r.close()
+
+
+@needs_egl
+def test_two_renderers_in_one_process():
+    """Each renderer makes its own context current: interleaved use gives the same frames."""
+    a, b = generate_apartment(1), generate_apartment(2)
+    pa = (a.rooms[0].center[0], 1.25, a.rooms[0].center[1])
+    pb = (b.rooms[0].center[0], 1.25, b.rooms[0].center[1])
+    r1 = Renderer(64, 48)
+    r1.load_scene(a)
+    ref = r1.render(pa, 0.3)
+    r2 = Renderer(64, 48)
+    try:
+        r2.load_scene(b)
+        other = r2.render(pb, 0.3)
+        again = r1.render(pa, 0.3)
+        assert np.array_equal(ref[0], again[0]) and np.array_equal(ref[1], again[1])
+        assert not np.array_equal(other[0], ref[0])
+    finally:
+        r2.close()
+    assert np.array_equal(r1.render(pa, 0.3)[0], ref[0])
+    r1.close()
+
+
+@needs_egl
+def test_render_scene_cli(tmp_path):
+    from sim_bridge.render_scene import main
+
+    main(["--seed", "42", "--out", str(tmp_path), "--views", "2", "--width", "64",
+          "--height", "48", "--thumb", "32", "--map-scale", "1"])
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "topdown.png" in names and "views.png" in names and "scene.json" in names
+    assert len([n for n in names if n.startswith("view_")]) == 2
+    from PIL import Image
+
+    view = next(tmp_path.glob("view_0_*.png"))
+    assert Image.open(view).size == (64, 48)
+    top = Image.open(tmp_path / "topdown.png")
+    assert top.size[0] > 100 and top.size[1] > 100
