@@ -63,6 +63,7 @@ class EmbeddedSimulator(Simulator):
         self._yaw = 0.0
         self._collided = False
         self._last: SimObservation | None = None
+        self._rng = np.random.default_rng(self.config.seed)
         self.steps = 0
 
     # ---- scenes ----------------------------------------------------------------------------
@@ -275,10 +276,11 @@ class EmbeddedSimulator(Simulator):
         return self.navgrid.is_navigable(point)
 
     def sample_navigable_point(self, rng: np.random.Generator | None = None) -> np.ndarray:
-        """A random navigable cell centre on the scene's largest island."""
-        if rng is None:
-            rng = np.random.default_rng(self.config.seed)
-        return self.navgrid.sample_navigable_point(rng)
+        """A random navigable cell centre on the scene's largest island.
+
+        Without ``rng`` the simulator's own generator (seeded by ``config.seed``) is used.
+        """
+        return self.navgrid.sample_navigable_point(self._rng if rng is None else rng)
 
     def expert_action(self, goal=None) -> Action:
         """The expert's next action from the current pose (see :class:`ShortestPathExpert`)."""

@@ -258,3 +258,33 @@ def test_rendered_observations():
         rgb, depth = sim.render_at(sim.position, sim.yaw)
         assert depth[30, 40] >= 0.1 - 1e-3  # never closer than the agent radius
         assert depth[30, 40] < 1.0 + WALL_THICKNESS
+
+
+@needs_egl
+def test_camera_height_and_hfov_in_depth(tmp_path):
+    """In an empty room the floor's depth along the bottom row follows camera_height and hfov."""
+    from sim_bridge.scene import Material, Room, build_scene
+
+    room = Room("hall", "hallway", [0.0, 0.0, 8.0, 8.0], Material("wood", [0.7, 0.5, 0.3]),
+                Material("plaster", [0.9, 0.9, 0.9]))
+    build_scene("embedded:empty.json", [room], []).save(tmp_path / "empty.json")
+    for cam_h, hfov in ((1.25, 79.0), (0.9, 60.0)):
+        cfg = SimConfig(width=64, height=48, hfov_deg=hfov, camera_height=cam_h,
+                        scenes_dir=str(tmp_path))
+        with make_simulator(cfg) as sim:
+            obs = sim.reset(episode([4.0, 0.0, 6.0], [4.0, 0.0, 2.0], scene="embedded:empty.json"))
+            vfov = 2 * math.atan(math.tan(math.radians(hfov) / 2) * 48 / 64)
+            slope = (47.5 / 48 * 2 - 1) * math.tan(vfov / 2)  # bottom row, below the axis
+            assert obs.depth[47, 32] == pytest.approx(cam_h / slope, rel=1e-3)
+
+
+def test_sampling_is_seeded():
+    def draws(seed):
+        sim = EmbeddedSimulator(SimConfig(render=False, seed=seed))
+        sim.load_scene(SCENE)
+        return [tuple(sim.sample_navigable_point()) for _ in range(3)]
+
+    first = draws(4)
+    assert first == draws(4)
+    assert len(set(first)) == 3
+    assert first != draws(5)
