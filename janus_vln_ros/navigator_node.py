@@ -708,6 +708,10 @@ class NavigatorNode(LifecycleNode):
                 now = time.monotonic()
                 reason = self._refresh_locked(now)
                 frame = self._frame
+                max_steps = self._params.max_steps if self._params else 0
+                if reason == StopReason.NONE and max_steps and self._step >= max_steps:
+                    self._monitor.end_episode(StopReason.MAX_STEPS)  # e.g. after an aborted motion
+                    continue
                 if (
                     reason == StopReason.NONE
                     and not self._motion_active
@@ -768,6 +772,7 @@ class NavigatorNode(LifecycleNode):
                 self._steps_discarded += 1
                 why = reason.value if reason != StopReason.NONE else "new episode"
                 self.get_logger().info(f"step result {result.action.name} discarded: {why}")
+                self._publish_status_locked()
                 return
             self._step += 1
             action = Action(result.action)

@@ -56,6 +56,8 @@ TRANSITIONS = {
     "activate": Transition.TRANSITION_ACTIVATE,
     "deactivate": Transition.TRANSITION_DEACTIVATE,
     "shutdown": Transition.TRANSITION_UNCONFIGURED_SHUTDOWN,
+    "inactive_shutdown": Transition.TRANSITION_INACTIVE_SHUTDOWN,
+    "active_shutdown": Transition.TRANSITION_ACTIVE_SHUTDOWN,
 }
 
 

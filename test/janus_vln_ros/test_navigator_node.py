@@ -399,8 +399,13 @@ def test_bad_inputs_are_logged_and_survived(harness, nav_a):
     depth = np.full(SMALL, 1.5, np.float32)
     depth[:4] = np.nan
     harness.wait_for_subscribers(depth_pub)
-    depth_pub.publish(numpy_to_image(depth, "32FC1"))
-    assert nav.proc.wait_for_log("NaN/inf/negative", 5.0), nav.proc.log()
+
+    def nan_depth_logged():  # best effort: repeat until the reader has matched
+        depth_pub.publish(numpy_to_image(depth, "32FC1"))
+        return "NaN/inf/negative" in nav.proc.log()
+
+    assert wait_until(nan_depth_logged, 5.0, period=0.2), nav.proc.log()
+    assert "depth image has 128 of 768 pixels NaN/inf/negative" in nav.proc.log()
 
     t0 = time.monotonic()
     nav.instruction.publish(String(data=""))
@@ -477,6 +482,107 @@ def test_compressed_stamped_turns_and_policy_errors(harness, nav_b):
     nav.camera.pub.publish(corrupt)
     assert nav.proc.wait_for_log("cannot decode", 5.0), nav.proc.log()
     assert nav.proc.alive()
+
+    # lifecycle shutdown from active: the robot's last command is a zero, the node finalizes
+    nav.wait_driving()
+    t0 = time.monotonic()
+    assert nav.transition("active_shutdown")
+    assert nav.state() == "finalized"
+    time.sleep(0.3)
+    assert nav.cmd.since(t0) and is_zero(nav.twist(nav.cmd.last()))
+    assert nav.proc.wait_for_log("shutdown: robot stopped, policy released")
+
+
+def test_slow_policy_does_not_block_callbacks(harness):
+    """A 1.5 s policy: a pause arriving meanwhile is served at once and the step discarded."""
+    params = dict(model="constant:MOVE_FORWARD:1.5", autostart=True, image_timeout=2.0)
+    nav = NavigatorUnderTest(harness, "nav_d", params)
+    try:
+        nav.instruction.publish(String(data="go"))
+        assert wait_until(lambda: nav.state() == "active", 10.0)
+        nav.camera.start()
+        assert nav.proc.wait_for_log("inputs ok again", 5.0)  # the first act starts now
+        time.sleep(0.3)
+        assert harness.call(Trigger, f"{nav.node}/pause").success  # served during act()
+        assert nav.state() == "active"  # so is the lifecycle service
+        discarded = nav.wait_status(lambda s: s.steps_discarded == 1, 5.0)
+        assert discarded is not None, nav.proc.log()
+        assert discarded.step == 0 and discarded.stop_reason == "paused"
+        assert all(is_zero(m) for m in nav.cmd.messages)
+        assert nav.proc.wait_for_log("step result MOVE_FORWARD discarded: paused")
+    finally:
+        nav.close()
+
+
+class FakeBase:
+    """A robot base: integrates cmd_vel (with wheel slip) and publishes odometry at 50 Hz."""
+
+    def __init__(self, harness, ns, slip=0.5):
+        from nav_msgs.msg import Odometry
+
+        self.slip, self.x, self.cmd = slip, 0.0, Twist()
+        self.pub = harness.publisher(Odometry, f"/{ns}/odom", qos(10))
+        harness.node.create_subscription(Twist, f"/{ns}/cmd_vel", self._on_cmd, qos())
+        self.running, self.stop = threading.Event(), threading.Event()
+        self.running.set()
+        self.msg = Odometry()
+        self.msg.pose.pose.orientation.w = 1.0
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _on_cmd(self, msg):
+        self.cmd = msg
+
+    def _loop(self):
+        while not self.stop.is_set():
+            self.x += self.slip * self.cmd.linear.x * 0.02
+            if self.running.is_set():
+                self.msg.pose.pose.position.x = self.x
+                self.pub.publish(self.msg)
+            time.sleep(0.02)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+def test_odometry_closed_loop_reaches_distance_despite_slip(harness):
+    params = dict(model="constant:MOVE_FORWARD", autostart=True, motion_mode="odometry",
+                  forward_distance=0.1, max_linear_speed=0.4, linear_acceleration=2.0,
+                  control_rate=50.0, max_steps=1, odom_timeout=0.5)
+    base = FakeBase(harness, "nav_e", slip=0.5)
+    nav = NavigatorUnderTest(harness, "nav_e", params)
+    try:
+        nav.instruction.publish(String(data="one step"))
+        nav.camera.start()
+        done = nav.wait_status(lambda s: s.stop_reason == "max_steps", 10.0)
+        assert done is not None, nav.proc.log()
+        time.sleep(0.2)
+        # a timed profile would have covered 0.05 m at 50% slip; odometry closes the loop
+        assert base.x == pytest.approx(0.1, abs=0.012)
+        assert is_zero(nav.cmd.last())
+        # motion_mode odometry: no odometry, no driving
+        base.running.clear()
+        time.sleep(1.0)  # older than odom_timeout (0.5 s)
+        t0 = time.monotonic()
+        nav.instruction.publish(String(data="next step"))
+        assert nav.wait_status(lambda s: s.stop_reason == "no_odometry", 5.0, since=t0)
+        time.sleep(0.3)
+        assert all(is_zero(m) for m in nav.cmd.since(t0))
+        # odometry lost in the middle of a closed-loop motion (2.5 s long): abort with a zero
+        assert set_param(harness, nav.node, "forward_distance", 0.5).successful
+        x0 = base.x
+        base.running.set()
+        nav.wait_driving()
+        base.running.clear()
+        assert nav.proc.wait_for_log("odometry went stale during a closed-loop motion", 3.0)
+        time.sleep(0.2)
+        assert is_zero(nav.cmd.last())
+        assert base.x - x0 < 0.4  # cut short of the 0.5 m step
+        assert nav.wait_status(lambda s: s.stop_reason == "max_steps", 3.0)
+    finally:
+        nav.close()
+        base.close()
 
 
 def test_sigint_leaves_zero_as_last_command(harness):
