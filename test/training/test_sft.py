@@ -150,8 +150,13 @@ def test_config_errors(tmp_path):
 
 @pytest.mark.parametrize("name", ["train_tiny.yaml", "train_small_gpu.yaml", "train_full.yaml"])
 def test_shipped_configs_load(name):
+    from training.sft import model_config
+
     cfg = load_train_config(f"config/{name}")
     assert cfg.train_vit is False and cfg.train_vggt is False
+    janus = model_config(cfg)
+    assert 2 * sum(janus.qwen.mrope_section) == janus.qwen.head_dim
+    assert janus.memory.num_history == 8
     if name == "train_full.yaml":
         assert (cfg.learning_rate, cfg.merger_lr, cfg.weight_decay, cfg.warmup_ratio) == \
             (2e-5, 1e-5, 0.01, 0.03)
