@@ -225,7 +225,7 @@ def resize_frame(rgb: np.ndarray, geometry: Geometry) -> np.ndarray:
     release's ``mode="crop"``); a 640x480 frame is not.
     """
     validate_rgb(rgb, geometry)
-    image = Image.fromarray(rgb).resize(
+    image = Image.fromarray(np.ascontiguousarray(rgb)).resize(
         (geometry.vggt_width, geometry.resize_height), Image.Resampling.BICUBIC
     )
     out = np.array(image)  # a writable copy

@@ -118,9 +118,9 @@ def test_reset_bad_frames_and_call_order():
     assert policy.act(Observation(rgb=frames(policy.cfg, 1)[0])).step == 0
 
 
-def test_streaming_mode_is_not_implemented_yet():
-    with pytest.raises(NotImplementedError, match="streaming"):
-        _policy(mode="streaming")
+def test_reference_policy_refuses_streaming_configs():
+    with pytest.raises(ValueError, match="mode 'reference'"):
+        _policy(mode="streaming")  # streaming is janus_core.streaming.StreamingPolicy
 
 
 def test_ablation_without_vggt_acts():
@@ -143,8 +143,10 @@ def test_policy_from_a_checkpoint_folder_acts_like_the_in_memory_one(tmp_path):
     for rgb in frames(policy.cfg, 3, seed=5):
         a, b = policy.act(Observation(rgb=rgb)), loaded.act(Observation(rgb=rgb))
         assert a.text == b.text and policy.last_token_ids == loaded.last_token_ids
-    with pytest.raises(NotImplementedError):
-        build_policy(path, device="cpu", mode="streaming")
+    from janus_core.streaming import StreamingPolicy
+
+    assert type(loaded) is JanusVLNPolicy
+    assert isinstance(build_policy(path, device="cpu", mode="streaming"), StreamingPolicy)
 
 
 def test_benchmark_runs_on_cpu(tmp_path, monkeypatch):
