@@ -317,3 +317,12 @@ def test_tokenizer_and_config_id_mismatch_is_an_error():
         build_tokenizer(bad)
     with pytest.raises(ValueError, match="disagree"):
         JanusProcessor(bad.replace(image=small_cfg().image), build_tokenizer(cfg))
+
+
+def test_non_contiguous_frames_are_accepted():
+    bgr = frames(load_config("tiny"), 1)[0]
+    rgb_view = bgr[:, :, ::-1]  # e.g. a BGR camera buffer flipped without a copy
+    assert not rgb_view.flags.c_contiguous
+    np.testing.assert_array_equal(
+        resize_frame(rgb_view, FULL), resize_frame(np.ascontiguousarray(rgb_view), FULL)
+    )
