@@ -69,6 +69,7 @@ from janus_vln_ros.motion import (
     yaw_from_quaternion,
 )
 from janus_vln_ros.params import (
+    PARAMETER_NAMES,
     NavigatorConfigError,
     NavigatorParams,
     declare_parameters,
@@ -223,9 +224,9 @@ class NavigatorNode(LifecycleNode):
                 policy_error_retry=params.policy_error_retry,
                 odom_timeout=params.odom_timeout,
                 require_odometry=params.motion_mode == "odometry",
-                instruction=self._monitor.instruction,
-            )
-            self._pending_reset = self._monitor.instruction is not None
+            )  # no instruction: a latched one is delivered again by the new subscription
+            self._instruction_text = ""
+            self._pending_reset = False
             self._create_interfaces(params)
             self._worker_stop = False
             self._state = "inactive"
@@ -558,7 +559,7 @@ class NavigatorNode(LifecycleNode):
     # ------------------------------------------------------------------ parameters
     def _validate_parameters(self, parameters) -> SetParametersResult:
         """On-set: check each value, and the whole set when configured; reject with the reason."""
-        changes = {p.name: p.value for p in parameters}
+        changes = {p.name: p.value for p in parameters if p.name in PARAMETER_NAMES}
         try:
             validate_values(changes)
             if self._params is not None:
@@ -572,7 +573,10 @@ class NavigatorNode(LifecycleNode):
         with self._cond:
             if self._params is None:
                 return
-            params = self._params.replace(**{p.name: p.value for p in parameters})
+            changes = {p.name: p.value for p in parameters if p.name in PARAMETER_NAMES}
+            if not changes:
+                return
+            params = self._params.replace(**changes)
             self._params = params
             self._monitor.image_timeout = params.image_timeout
             self._monitor.policy_error_retry = params.policy_error_retry
