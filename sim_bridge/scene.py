@@ -858,7 +858,8 @@ class _RoomFurnisher:
             along_lo, along_hi = (ix0, ix1) if side[0] == "z" else (iz0, iz1)
             if along_hi - along_lo < w + 0.1:
                 return None
-            t = _q(rng.uniform(along_lo + w / 2 + 0.05, along_hi - w / 2 - 0.05))
+            lo_t = along_lo + w / 2 + 0.05
+            t = _q(rng.uniform(lo_t, max(lo_t, along_hi - w / 2 - 0.05)))  # float ties: hi ~ lo
             off = d / 2 + gap
             if side == "z0":
                 x, z = t, iz0 + off
