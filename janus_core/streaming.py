@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AttentionInterface
 
 from janus_core.actions import Action
@@ -100,6 +101,31 @@ def repeat_sdpa_attention(
 
 AttentionInterface.register(GROUPED_ATTENTION, grouped_sdpa_attention)
 AttentionInterface.register(REPEAT_ATTENTION, repeat_sdpa_attention)
+
+# On CUDA the LLM forward of a step runs with these SDPA kernels: the masked fused kernel first,
+# the math kernel only as a last resort (it materialises the attention weights).
+_CUDA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
+
+
+def grouped_attention_supported(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the fused masked SDPA kernel takes the grouped (stride-0 K/V) layout here.
+
+    Always True off CUDA (the CPU kernels take any strides). On CUDA a small grouped call is
+    tried with only the memory-efficient kernel enabled; checked once per policy.
+    """
+    if device.type != "cuda":
+        return True
+    q = torch.randn(1, 8, 16, 128, device=device, dtype=dtype)
+    kv = torch.randn(1, 2, 40, 128, device=device, dtype=dtype)
+    mask = torch.zeros(1, 1, 16, 48, device=device, dtype=dtype)[..., :40]
+    try:
+        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+            grouped_sdpa_attention(None, q, kv, kv, mask)
+        torch.cuda.synchronize(device)
+    except RuntimeError as err:
+        log.warning("grouped SDPA layout not supported by the fused kernel (%s)", err)
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -389,8 +415,12 @@ class StreamingPolicy(JanusVLNPolicy):
             cfg.qwen, cfg.memory, frame_tokens=geo.tokens_per_image + 2,
             image_tokens=geo.tokens_per_image, device=model.device, dtype=model.dtype,
         )
-        self._attention = (GROUPED_ATTENTION if self.options.llm_attention == "grouped"
-                           else REPEAT_ATTENTION)
+        self._attention = REPEAT_ATTENTION
+        if self.options.llm_attention == "grouped":
+            if grouped_attention_supported(model.device, model.dtype):
+                self._attention = GROUPED_ATTENTION
+            else:
+                log.warning("llm_attention 'grouped' falls back to 'repeat' on this device")
         self.layout: StreamingLayout | None = None
         self.instruction: str | None = None
         self.step = 0
@@ -459,7 +489,9 @@ class StreamingPolicy(JanusVLNPolicy):
         mask = self._mask(start, allowed)
         lm = self.model.qwen.model.language_model
         cache_position = torch.arange(start, start + embeds.shape[0], device=embeds.device)
-        with attention_implementation(lm, self._attention):
+        kernels = (sdpa_kernel(_CUDA_BACKENDS) if embeds.device.type == "cuda"
+                   else contextlib.nullcontext())
+        with attention_implementation(lm, self._attention), kernels:
             out = lm(
                 inputs_embeds=embeds[None], position_ids=positions[:, None, :],
                 attention_mask={"full_attention": mask}, past_key_values=cache, use_cache=True,
