@@ -38,6 +38,7 @@ from janus_core.config import JanusConfig, resolve_device, resolve_dtype
 from janus_core.memory import SpatialCache
 from janus_core.processor import Geometry, geometry_from_config, regroup_vggt_features
 from janus_core.vggt import VGGT
+from janus_core.vision_attention import pack_vision_attention
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,8 @@ class JanusVLNModel(nn.Module):
         self.lam = float(cfg.lam)
         with default_dtype(dtype):
             self.qwen = Qwen2_5_VLForConditionalGeneration(qwen_config(cfg))
+        if cfg.attn_implementation != "flash_attention_2":
+            pack_vision_attention(self.qwen.model.visual)  # one SDPA call for all ViT windows
         self.vggt: VGGT | None = None
         self.merger: VGGTMerger | None = None
         if cfg.use_vggt:
