@@ -72,6 +72,7 @@ def run_episode(policy, frames: list[np.ndarray], mode: str) -> list[dict]:
         result = policy.act(Observation(rgb=rgb))
         record = {"mode": mode, "step": i + 1, "action": result.action.name}
         record.update({k: result.timings.get(k, float("nan")) for k in STAGES})
+        record.update({k: v for k, v in result.timings.items() if k not in STAGES})
         record["peak_gib"] = (torch.cuda.max_memory_allocated(device) / 2**30 if cuda
                               else float("nan"))
         records.append(record)
@@ -222,7 +223,8 @@ def main(argv=None) -> list[dict]:
         path = Path(args.csv)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(records[0]))
+            fields = list(dict.fromkeys(k for r in records for k in r))
+            writer = csv.DictWriter(f, fieldnames=fields, restval="")
             writer.writeheader()
             writer.writerows(records)
         log.info("wrote %s", path)

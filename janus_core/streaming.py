@@ -102,9 +102,11 @@ def repeat_sdpa_attention(
 AttentionInterface.register(GROUPED_ATTENTION, grouped_sdpa_attention)
 AttentionInterface.register(REPEAT_ATTENTION, repeat_sdpa_attention)
 
-# On CUDA the LLM forward of a step runs with these SDPA kernels: the masked fused kernel first,
-# the math kernel only as a last resort (it materialises the attention weights).
-_CUDA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
+# On CUDA the LLM forward of a step runs with these SDPA kernels: the memory-efficient kernel
+# (fused, takes an additive mask and, as probed below, stride-0 K/V heads), the math kernel only
+# as a last resort (it materialises the attention weights). Flash takes no mask; cuDNN is left
+# out because its stride requirements for the grouped layout are not probed.
+_CUDA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def grouped_attention_supported(device: torch.device, dtype: torch.dtype) -> bool:
