@@ -146,7 +146,7 @@ def run_config(name: str, steps: int, warmup: int, strategy: str = "auto", num_t
     }
     used = "-"
     if name == "full":
-        overrides.update(init_qwen=None, init_vggt=None)
+        overrides.update(init_qwen=None, init_vggt=None)  # random weights: nothing to download
         used = pick_strategy(strategy, info.world_size)
         overrides.update(strategy_overrides(used, work))
         if importlib.util.find_spec("flash_attn") is None:
@@ -157,7 +157,10 @@ def run_config(name: str, steps: int, warmup: int, strategy: str = "auto", num_t
     if not torch.cuda.is_available():
         overrides.update(use_cpu=True, bf16=False, model_dtype="float32",
                          dataloader_num_workers=0, deepspeed=None, fsdp=None)
-    cfg = load_train_config(CONFIGS[name], **overrides)
+    cfg = load_train_config(CONFIGS[name])
+    for key, value in overrides.items():  # setattr, so None clears a field of the YAML
+        setattr(cfg, key, value)
+    cfg.__post_init__()
     janus = model_config(cfg)
     data = write_synthetic_set(work / f"data_rank{info.rank}", num_traj, traj_len,
                                janus.image.input_height, janus.image.input_width)
