@@ -115,10 +115,10 @@ class _Frame:
 
     rgb: np.ndarray
     stamp: float  # header stamp, seconds (0 when the camera leaves it unset)
-    received: float  # monotonic
+    received: float  # monotonic, callback entry
+    ready: float  # monotonic, after conversion
     seq: int
-    transport_ms: float | None
-    convert_ms: float
+    transport_ms: float | None  # header stamp to callback entry (shared clock needed)
 
 
 @dataclasses.dataclass
@@ -397,7 +397,7 @@ class NavigatorNode(LifecycleNode):
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, msg: Image | CompressedImage) -> None:
         now = time.monotonic()
-        start = time.perf_counter()
+        arrival_ros = self.get_clock().now().nanoseconds * 1e-9
         with self._cond:
             self._frames_received += 1
         try:
@@ -411,11 +411,9 @@ class NavigatorNode(LifecycleNode):
                     f"bad image on {self._image_topic}: {err} (frame dropped)"
                 )
             return
-        convert_ms = (time.perf_counter() - start) * 1e3
+        ready = time.monotonic()
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        transport_ms = None
-        if stamp > 0.0:
-            transport_ms = (self.get_clock().now().nanoseconds * 1e-9 - stamp) * 1e3
+        transport_ms = (arrival_ros - stamp) * 1e3 if stamp > 0.0 else None
         info = self._camera_info
         if info is not None and info != (rgb.shape[1], rgb.shape[0]):
             if self._limiter.allow("camera_info_mismatch", now):
@@ -425,7 +423,7 @@ class NavigatorNode(LifecycleNode):
                 )
         with self._cond:
             self._frame_seq += 1
-            self._frame = _Frame(rgb, stamp, now, self._frame_seq, transport_ms, convert_ms)
+            self._frame = _Frame(rgb, stamp, now, ready, self._frame_seq, transport_ms)
             self._monitor.image_received(now)
             self._cond.notify_all()
 
@@ -818,8 +816,8 @@ class NavigatorNode(LifecycleNode):
     def _latencies(self, job: _Job, step_start, policy_ms, act_end, cmd_time) -> dict[str, float]:
         frame = job.frame
         latency = {
-            "convert": frame.convert_ms,
-            "wait": (step_start - frame.received) * 1e3,
+            "convert": (frame.ready - frame.received) * 1e3,
+            "wait": (step_start - frame.ready) * 1e3,
             "policy": policy_ms,
             "command": (cmd_time - act_end) * 1e3,
             "receive_to_command": (cmd_time - frame.received) * 1e3,

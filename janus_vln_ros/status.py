@@ -5,8 +5,9 @@ from a bag (``janus-vln replay``), from tests and from the benchmark, so its fie
 contract. ``latency_ms`` maps a stage name to milliseconds for the step:
 
 * ``transport``: frame header stamp to the camera callback (needs a shared clock),
+* ``receive_to_command``: camera callback to the first velocity command,
 * ``convert``: message to numpy in the callback,
-* ``wait``: camera callback to the start of the step (the worker picking the frame up),
+* ``wait``: frame converted to the start of the step (the worker picking the frame up),
 * ``policy``: ``Policy.act``,
 * ``command``: end of ``act`` to the first velocity command published,
 * ``stamp_to_command``: frame header stamp to the first velocity command (end to end),
