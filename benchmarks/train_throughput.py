@@ -143,6 +143,7 @@ def run_config(name: str, steps: int, warmup: int, strategy: str = "auto", num_t
     overrides: dict[str, Any] = {
         "output_dir": str(work / "out"), "max_steps": warmup + steps, "save_steps": 10**9,
         "logging_steps": 10**9, "resume": "none", "report_to": ["none"], "warmup_ratio": 0.0,
+        "training_args": {"save_strategy": "no"},  # no end-of-run checkpoint (18 GB at 7B)
     }
     used = "-"
     if name == "full":
