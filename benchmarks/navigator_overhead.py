@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(101, 200)))
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="janus_bench_log_"))
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_shm.xml"))
 
@@ -57,9 +57,13 @@ NS = "/bench"
 
 
 def navigator_command(args) -> list[str]:
-    installed = REPO / "install" / "janus_vln_ros" / "lib" / "janus_vln_ros" / "navigator"
-    exe = [str(installed)] if installed.exists() else [sys.executable, "-m",
-                                                       "janus_vln_ros.navigator_node"]
+    prefix = REPO / "install" / "janus_vln_ros"
+    installed = prefix / "lib" / "janus_vln_ros" / "navigator"
+    sourced = str(prefix) in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)
+    if installed.exists() and sourced:  # built and its setup.bash sourced
+        exe = [str(installed)]
+    else:
+        exe = [sys.executable, "-m", "janus_vln_ros.navigator_node"]
     params = {
         "model": f"constant:MOVE_FORWARD:{args.policy_ms / 1e3!r}",
         "autostart": "true", "image_transport": args.transport, "image_qos": args.qos,

@@ -189,10 +189,18 @@ class RosHarness:
         return response.current_state.label
 
 
+def installed_navigator() -> Path | None:
+    """``install/janus_vln_ros/lib/janus_vln_ros/navigator`` if built and its setup sourced."""
+    prefix = REPO / "install" / "janus_vln_ros"
+    exe = prefix / "lib" / "janus_vln_ros" / "navigator"
+    sourced = str(prefix) in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)
+    return exe if exe.exists() and sourced else None
+
+
 def navigator_command() -> list[str]:
     """The colcon-installed ``navigator`` when present, else ``python -m`` on the source tree."""
-    installed = REPO / "install" / "janus_vln_ros" / "lib" / "janus_vln_ros" / "navigator"
-    if installed.exists():
+    installed = installed_navigator()
+    if installed is not None:
         return [str(installed)]
     return [sys.executable, "-m", "janus_vln_ros.navigator_node"]
 

@@ -30,6 +30,7 @@ from ros_harness import (
     REPO,
     NodeProcess,
     RosHarness,
+    installed_navigator,
     navigator_command,
     param_arg,
     qos,
@@ -262,8 +263,11 @@ def harness():
 
 
 def share_file(relative: str) -> Path:
+    """The installed copy when the navigator runs from install/, else the source file."""
     installed = REPO / "install" / PACKAGE / "share" / PACKAGE / relative
-    return installed if installed.exists() else REPO / relative
+    if installed_navigator() is not None and installed.exists():
+        return installed
+    return REPO / relative
 
 
 def launch_equivalent_command(contract, overrides: dict[str, str]):
