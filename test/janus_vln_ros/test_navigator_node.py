@@ -21,7 +21,7 @@ from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from ros_harness import RosHarness, qos, start_navigator, wait_until
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
@@ -406,6 +406,17 @@ def test_bad_inputs_are_logged_and_survived(harness, nav_a):
 
     assert wait_until(nan_depth_logged, 5.0, period=0.2), nav.proc.log()
     assert "depth image has 128 of 768 pixels NaN/inf/negative" in nav.proc.log()
+
+    # CameraInfo that disagrees with the images: a warning, frames still used
+    info_pub = harness.publisher(CameraInfo, "/nav_a/camera/camera_info", qos(1))
+    harness.wait_for_subscribers(info_pub)
+
+    def mismatch_logged():
+        info_pub.publish(CameraInfo(width=640, height=480))
+        pub.publish(good)
+        return "camera_info says 640x480 but images are 32x24" in nav.proc.log()
+
+    assert wait_until(mismatch_logged, 5.0, period=0.2), nav.proc.log()
 
     t0 = time.monotonic()
     nav.instruction.publish(String(data=""))
