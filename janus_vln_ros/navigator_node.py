@@ -768,6 +768,7 @@ class NavigatorNode(LifecycleNode):
             return
         act_end = time.monotonic()
         with self._cond:
+            params = self._params or params  # parameters may have changed during act()
             self._monitor.policy_succeeded()
             reason = self._refresh_locked(act_end)
             if reason != StopReason.NONE or job.episode_token != self._episode_token:
@@ -786,7 +787,6 @@ class NavigatorNode(LifecycleNode):
             if segment is None:
                 self._monitor.end_episode(StopReason.EPISODE_DONE)
                 self._publish_cmd_locked(ZERO)
-                first = ZERO
             else:
                 start_pose = None
                 if params.motion_mode != "timed" and self._odom is not None:
