@@ -35,8 +35,15 @@ import numpy as np
 import yaml
 
 from janus_core.actions import Action
-from sim_bridge.episodes import Episode, episode_sort_key, find_gt_path, load_split
+from sim_bridge.episodes import (
+    Episode,
+    EpisodeFormatError,
+    episode_sort_key,
+    find_gt_path,
+    load_split,
+)
 from training.annotations import (
+    AnnotationError,
     TrajectoryWriter,
     actions_from_executed,
     merge_shards,
@@ -338,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``janus-vln collect`` / ``python -m training.collect``."""
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (CollectError, AnnotationError, EpisodeFormatError) as err:
+        log.error("%s", err)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.merge_only:
         if not args.output_dir:
             raise CollectError("--merge-only needs --output-dir")

@@ -39,15 +39,18 @@ import numpy as np
 import yaml
 
 from janus_core.actions import Action
+from janus_core.checkpoint import CheckpointError
 from janus_core.interface import Observation, Policy
-from sim_bridge.episodes import Episode
+from sim_bridge.episodes import Episode, EpisodeFormatError
 from training.annotations import (
+    AnnotationError,
     TrajectoryWriter,
     actions_from_executed,
     merge_shards,
     trajectory_name,
 )
 from training.collect import (
+    CollectError,
     SimSettings,
     load_episodes,
     make_sim,
@@ -450,15 +453,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``janus-vln dagger`` / ``python -m training.dagger``."""
     args = build_parser().parse_args(argv)
-    cfg = load_dagger_config(
-        args.config, policy=args.policy, split=args.split, base_data=args.base_data,
-        output_dir=args.output_dir, rounds=args.rounds, limit=args.limit,
-        train_config=args.train_config, progress=False if args.no_progress else None,
-    )
+    try:
+        cfg = load_dagger_config(
+            args.config, policy=args.policy, split=args.split, base_data=args.base_data,
+            output_dir=args.output_dir, rounds=args.rounds, limit=args.limit,
+            train_config=args.train_config, progress=False if args.no_progress else None,
+        )
+    except DaggerError as err:
+        log.error("%s", err)
+        return 2
+    from training.sft import TrainConfigError
+
     info = get_dist_info()
     created = init_process_group(info)
     try:
         state = run_dagger(cfg)
+    except (DaggerError, CollectError, TrainConfigError, AnnotationError, EpisodeFormatError,
+            CheckpointError) as err:
+        log.error("%s", err)
+        return 2
     finally:
         destroy_process_group(created)
     log.info("DAgger finished: %s", json.dumps(state["rounds"], sort_keys=True))

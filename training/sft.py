@@ -52,6 +52,7 @@ from janus_core.config import JanusConfig, load_config
 from janus_core.model import JanusVLNModel, build_model
 from janus_core.processor import JanusProcessor
 from janus_core.tokenizer import build_tokenizer, load_chat_template, load_tokenizer
+from training.annotations import AnnotationError
 from training.dataset import NavSFTDataset, SFTCollator, load_sources
 from training.distributed import get_dist_info
 
@@ -595,14 +596,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
-            raise TrainConfigError(f"--set expects KEY=VALUE, got {item!r}")
+            log.error("--set expects KEY=VALUE, got %r", item)
+            return 2
         overrides[key.strip()] = _parse_value(value)
-    cfg = load_train_config(args.config, **overrides)
-    info = get_dist_info()
-    if not info.is_main:
-        logging.getLogger().setLevel(logging.WARNING)
-    os.makedirs(cfg.output_dir, exist_ok=True)
-    run_sft(cfg)
+    try:
+        cfg = load_train_config(args.config, **overrides)
+        info = get_dist_info()
+        if not info.is_main:
+            logging.getLogger().setLevel(logging.WARNING)
+        os.makedirs(cfg.output_dir, exist_ok=True)
+        run_sft(cfg)
+    except (TrainConfigError, AnnotationError, CheckpointError) as err:
+        log.error("%s", err)
+        return 2
     return 0
 
 

@@ -104,5 +104,11 @@ def test_config_errors(tmp_path):
         load_collect_config(None, spilt="x")
     with pytest.raises(CollectError, match="no episode file"):
         collect(CollectConfig(output_dir=str(tmp_path)), sim=FakeSim())
-    with pytest.raises(CollectError, match="merge-only needs"):
-        main(["--merge-only"])
+
+
+def test_cli_errors_are_reported(caplog, tmp_path):
+    assert main(["--merge-only"]) == 2
+    assert "merge-only needs --output-dir" in caplog.text
+    assert main(["--split", str(tmp_path / "missing.json.gz"), "--output-dir",
+                 str(tmp_path / "o")]) == 2
+    assert "missing.json.gz" in caplog.text

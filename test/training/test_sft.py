@@ -202,3 +202,14 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_set):
     assert not any(n.startswith("vggt.") for n in grads[0])
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
+
+
+def test_cli_reports_bad_annotations(tmp_path, caplog):
+    import json as _json
+
+    bad = tmp_path / "bad"
+    (bad / "images/t/rgb").mkdir(parents=True)
+    (bad / "annotations.json").write_text(_json.dumps(
+        [{"id": 0, "video": "images/t", "instructions": ["go"], "actions": [-1, 9]}]))
+    assert main(["--data", str(bad), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "actions[1]" in caplog.text and "unknown action 9" in caplog.text
