@@ -322,6 +322,140 @@ def _clean(value: Any) -> Any:
     return value
 
 
+class EpisodeRunner:
+    """One episode's loop, driven from outside: :meth:`observation`, a policy, :meth:`step`.
+
+    Construction resets ``sim`` to ``episode``. Each :meth:`step` executes one action (STOP ends
+    the episode; ``cfg.force_stop_at`` turns an action into STOP; ``cfg.max_steps`` actions end
+    it) and updates :class:`~sim_bridge.metrics.EpisodeMetrics`. :meth:`result` gives the
+    record's result fields. :func:`run_episode` (in-process) and the ROS ``sim_bridge`` node both
+    drive episodes through it, so an episode is executed and scored the same way whoever chooses
+    the actions.
+    """
+
+    def __init__(self, sim: Any, episode: Episode, cfg: EvalConfig, video: Any | None = None):
+        self.t_start = time.perf_counter()
+        self.sim, self.episode, self.cfg, self.video = sim, episode, cfg, video
+        self.obs = sim.reset(episode)
+        start = [float(v) for v in self.obs.position]
+        geodesic_start = float(sim.geodesic_distance(start, episode.goal_position))
+        if episode.gt_locations:
+            reference, source = episode.gt_locations, "gt"
+        elif episode.reference_path:
+            reference, source = episode.reference_path, "reference_path"
+        else:
+            reference, source = None, None
+        self.metrics = EpisodeMetrics(
+            start_position=start,
+            start_distance_to_goal=float(sim.distance_to_goal()),
+            geodesic_start=geodesic_start,
+            reference=reference,
+            reference_source=source or "none",
+            success_distance=cfg.success_distance,
+        )
+        self.actions: list[int] = []
+        self.positions = [_r(start)]
+        self.yaws = [round(float(self.obs.yaw), 5)]
+        self.stage_s: dict[str, float] = {}
+        self.policy_s = 0.0
+        self.sim_s = 0.0
+        self.parse_failures: int | None = 0
+        self.forced_stop = False
+        self.end_reason: str | None = None  # set when the episode is over
+        if video is not None:
+            video.add(self.obs, sim, self.positions)
+
+    @property
+    def done(self) -> bool:
+        """Whether the episode is over (STOP, forced STOP or the step limit)."""
+        return self.end_reason is not None
+
+    @property
+    def num_steps(self) -> int:
+        """Actions executed so far (the index of the next step)."""
+        return len(self.actions)
+
+    def observation(self, stamp: float | None = None) -> Observation:
+        """The policy's view of the current state (``stamp`` defaults to the step index)."""
+        obs = self.obs
+        return Observation(
+            rgb=obs.rgb,
+            depth=obs.depth,
+            pose=(float(obs.position[0]), float(obs.position[1]), float(obs.position[2]),
+                  float(obs.yaw)),
+            stamp=float(self.num_steps) if stamp is None else float(stamp),
+        )
+
+    def add_policy_time(
+        self, seconds: float, timings: dict[str, float] | None = None, parsed: bool | None = True
+    ) -> None:
+        """Account one policy step: its duration, its stage timings, whether its reply parsed.
+
+        ``parsed=None``: not known (the ROS node cannot see it); ``parse_failures`` becomes None.
+        """
+        self.policy_s += float(seconds)
+        for stage, value in (timings or {}).items():
+            self.stage_s[stage] = self.stage_s.get(stage, 0.0) + float(value)
+        if parsed is None:
+            self.parse_failures = None
+        elif self.parse_failures is not None:
+            self.parse_failures += int(not parsed)
+
+    def step(self, action: Action | int) -> Action:
+        """Execute ``action`` (or STOP when forced); return the action actually taken."""
+        if self.done:
+            raise RuntimeError(
+                f"episode {self.episode.episode_id} is over ({self.end_reason}); no more steps"
+            )
+        cfg, sim = self.cfg, self.sim
+        action = Action(int(action))
+        step = len(self.actions)
+        if cfg.force_stop_at is not None and step >= cfg.force_stop_at and action != Action.STOP:
+            action, self.forced_stop = Action.STOP, True
+        self.actions.append(int(action))
+        if action == Action.STOP:
+            self.metrics.update(sim.position, sim.distance_to_goal(), collided=False, stop=True)
+            self.end_reason = "forced_stop" if self.forced_stop else "stop"
+            return action
+        t0 = time.perf_counter()
+        self.obs = obs = sim.step(action)
+        self.sim_s += time.perf_counter() - t0
+        self.metrics.update(obs.position, sim.distance_to_goal(), collided=bool(obs.collided))
+        self.positions.append(_r(obs.position))
+        self.yaws.append(round(float(obs.yaw), 5))
+        if self.video is not None:
+            self.video.add(obs, sim, self.positions)
+        if len(self.actions) >= cfg.max_steps:
+            self.end_reason = "max_steps"
+        return action
+
+    def end(self, reason: str) -> None:
+        """End the episode without STOP (e.g. the driver gave up); no-op when already over."""
+        if self.end_reason is None:
+            self.end_reason = reason
+
+    def result(self) -> dict[str, Any]:
+        """The record's result fields (status, metrics, end_reason, path, timings)."""
+        scores = {k: _clean(v) for k, v in self.metrics.result().items()}
+        steps = max(1, len(self.actions))
+        return {
+            "status": "ok",
+            "metrics": scores,
+            "end_reason": self.end_reason or "max_steps",
+            "actions": list(self.actions),
+            "positions": list(self.positions),
+            "yaws": list(self.yaws),
+            "parse_failures": self.parse_failures,
+            "timings": {
+                "episode_s": time.perf_counter() - self.t_start,
+                "policy_s": self.policy_s,
+                "sim_s": self.sim_s,
+                "policy_step_mean_s": self.policy_s / steps,
+                "stages_s": dict(self.stage_s),
+            },
+        }
+
+
 def run_episode(
     sim: Any,
     policy: Policy,
@@ -330,88 +464,21 @@ def run_episode(
     video: Any | None = None,
 ) -> dict[str, Any]:
     """Drive ``policy`` through ``episode`` in ``sim``; return the record's result fields."""
-    t_start = time.perf_counter()
-    obs = sim.reset(episode)
+    runner = EpisodeRunner(sim, episode, cfg, video=video)
     if hasattr(policy, "seed_episode"):
         policy.seed_episode(episode_seed(cfg.seed, episode))
     policy.reset(episode.instruction)
-    start = [float(v) for v in obs.position]
-    geodesic_start = float(sim.geodesic_distance(start, episode.goal_position))
-    if episode.gt_locations:
-        reference, source = episode.gt_locations, "gt"
-    elif episode.reference_path:
-        reference, source = episode.reference_path, "reference_path"
-    else:
-        reference, source = None, None
-    metrics = EpisodeMetrics(
-        start_position=start,
-        start_distance_to_goal=float(sim.distance_to_goal()),
-        geodesic_start=geodesic_start,
-        reference=reference,
-        reference_source=source or "none",
-        success_distance=cfg.success_distance,
-    )
-    actions: list[int] = []
-    positions = [_r(start)]
-    yaws = [round(float(obs.yaw), 5)]
-    stage_s: dict[str, float] = {}
-    policy_s = sim_s = 0.0
-    parse_failures = 0
-    forced_stop = False
-    end_reason = "max_steps"
-    if video is not None:
-        video.add(obs, sim, positions)
-    for step in range(cfg.max_steps):
-        observation = Observation(
-            rgb=obs.rgb,
-            depth=obs.depth,
-            pose=(float(obs.position[0]), float(obs.position[1]), float(obs.position[2]),
-                  float(obs.yaw)),
-            stamp=float(step),
-        )
+    while not runner.done:
+        observation = runner.observation()
         t0 = time.perf_counter()
         result = policy.act(observation)
-        policy_s += time.perf_counter() - t0
-        for stage, seconds in (result.timings or {}).items():
-            stage_s[stage] = stage_s.get(stage, 0.0) + float(seconds)
-        parse_failures += int(not result.parsed)
-        action = Action(int(result.action))
-        if cfg.force_stop_at is not None and step >= cfg.force_stop_at and action != Action.STOP:
-            action, forced_stop = Action.STOP, True
-        actions.append(int(action))
-        if action == Action.STOP:
-            metrics.update(sim.position, sim.distance_to_goal(), collided=False, stop=True)
-            end_reason = "forced_stop" if forced_stop else "stop"
-            break
-        t0 = time.perf_counter()
-        obs = sim.step(action)
-        sim_s += time.perf_counter() - t0
-        metrics.update(obs.position, sim.distance_to_goal(), collided=bool(obs.collided))
-        positions.append(_r(obs.position))
-        yaws.append(round(float(obs.yaw), 5))
-        if video is not None:
-            video.add(obs, sim, positions)
-    scores = {k: _clean(v) for k, v in metrics.result().items()}
-    steps = max(1, len(actions))
-    return {
-        "status": "ok",
-        "metrics": scores,
-        "end_reason": end_reason,
-        "actions": actions,
-        "positions": positions,
-        "yaws": yaws,
-        "parse_failures": parse_failures,
-        "timings": {
-            "episode_s": time.perf_counter() - t_start,
-            "policy_s": policy_s,
-            "sim_s": sim_s,
-            "policy_step_mean_s": policy_s / steps,
-            "stages_s": stage_s,
-        },
-    }
+        runner.add_policy_time(time.perf_counter() - t0, result.timings, bool(result.parsed))
+        runner.step(result.action)
+    return runner.result()
 
 
-def _record_header(episode: Episode, cfg: EvalConfig, shard: int) -> dict[str, Any]:
+def record_header(episode: Episode, cfg: EvalConfig, shard: int) -> dict[str, Any]:
+    """The identifying fields every results record starts with (episode, policy, shard)."""
     return {
         "scene_id": str(episode.scene_id),
         "episode_id": str(episode.episode_id),
@@ -422,6 +489,9 @@ def _record_header(episode: Episode, cfg: EvalConfig, shard: int) -> dict[str, A
         "policy": cfg.policy,
         "shard": shard,
     }
+
+
+_record_header = record_header  # the name earlier callers use
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -480,6 +550,69 @@ def load_episodes(cfg: EvalConfig) -> list[Episode]:
     return load_split(cfg.split, gt_path=gt, languages=cfg.languages)
 
 
+@dataclasses.dataclass
+class RunPlan:
+    """One process's share of a run: its episodes, what is finished, its open results file.
+
+    Built by :func:`plan_run`; used by :func:`evaluate` and by the ROS ``sim_bridge`` node, so
+    both select, skip and record episodes the same way. Call :meth:`close` when done.
+    """
+
+    cfg: EvalConfig
+    out: Path
+    shard: int
+    num_shards: int
+    episodes: list[Episode]  # every selected episode of the run (all shards), canonical order
+    mine: list[Episode]  # this shard's episodes
+    finished: dict[tuple[str, str], dict[str, Any]]  # every record found, keyed by episode
+    results_file: ResultsFile
+
+    def is_done(self, episode: Episode) -> bool:
+        """Whether ``episode`` has a result (an error counts unless ``retry_errors``)."""
+        rec = self.finished.get(episode.key)
+        return rec is not None and (rec.get("status") == "ok" or not self.cfg.retry_errors)
+
+    def todo(self) -> list[Episode]:
+        """This shard's episodes without a result, in order."""
+        return [ep for ep in self.mine if not self.is_done(ep)]
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Stamp ``finished_at`` and append ``record`` durably to this shard's results file."""
+        record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.results_file.append(record)
+        self.finished[results_mod.record_key(record)] = record
+
+    def close(self) -> None:
+        """Close the results file."""
+        self.results_file.close()
+
+
+def plan_run(cfg: EvalConfig) -> RunPlan:
+    """Select and shard the episodes, check ``run.json``, open this shard's results file.
+
+    Raises EvalError for an empty selection or a run directory holding other settings, and
+    ResultsError when another process writes the same shard file.
+    """
+    shard, num_shards = resolve_shard(cfg.shard, cfg.num_shards)
+    episodes = select_episodes(load_episodes(cfg), cfg.limit, cfg.episode_ids)
+    if not episodes:
+        raise EvalError(f"{cfg.split}: no episodes to evaluate after filtering")
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_manifest(out, cfg.run_settings(), len(episodes))
+    mine = shard_episodes(episodes, shard, num_shards)
+    finished = results_mod.collect(out)  # every shard's file: resume across shard counts
+    results_file = ResultsFile(out / results_mod.RESULTS_DIR / shard_file_name(shard, num_shards))
+    finished.update(results_file.records)
+    plan = RunPlan(cfg, out, shard, num_shards, episodes, mine, finished, results_file)
+    todo = plan.todo()
+    log.info(
+        "shard %d/%d: %d episodes, %d already finished, %d to run (%s, policy %s)",
+        shard, num_shards, len(mine), len(mine) - len(todo), len(todo), cfg.split, cfg.policy,
+    )
+    return plan
+
+
 def evaluate(
     cfg: EvalConfig,
     policy: Policy | None = None,
@@ -490,28 +623,8 @@ def evaluate(
     ``policy`` / ``sim`` may be given (already built) instead of being built from ``cfg``; the
     caller then keeps ownership of them.
     """
-    shard, num_shards = resolve_shard(cfg.shard, cfg.num_shards)
-    episodes = select_episodes(load_episodes(cfg), cfg.limit, cfg.episode_ids)
-    if not episodes:
-        raise EvalError(f"{cfg.split}: no episodes to evaluate after filtering")
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_manifest(out, cfg.run_settings(), len(episodes))
-
-    mine = shard_episodes(episodes, shard, num_shards)
-    finished = results_mod.collect(out)  # every shard's file: resume across shard counts
-    results_file = ResultsFile(out / results_mod.RESULTS_DIR / shard_file_name(shard, num_shards))
-    finished.update(results_file.records)
-
-    def done(ep: Episode) -> bool:
-        rec = finished.get(ep.key)
-        return rec is not None and (rec.get("status") == "ok" or not cfg.retry_errors)
-
-    todo = [ep for ep in mine if not done(ep)]
-    log.info(
-        "shard %d/%d: %d episodes, %d already finished, %d to run (%s, policy %s)",
-        shard, num_shards, len(mine), len(mine) - len(todo), len(todo), cfg.split, cfg.policy,
-    )
+    plan = plan_run(cfg)
+    todo = plan.todo()
     own_sim = own_policy = False
     try:
         if todo:
@@ -520,19 +633,20 @@ def evaluate(
             if policy is None:
                 policy, own_policy = build_policy(cfg.policy, sim), True
             check_frame_size(policy, cfg)
-            _run_shard(cfg, sim, policy, todo, mine, finished, results_file, shard, out)
+            _run_shard(plan, sim, policy, todo)
     finally:
-        results_file.close()
+        plan.close()
         if own_policy and policy is not None:
             policy.close()
         if own_sim and sim is not None:
             sim.close()
-    return merge(out)
+    return merge(plan.out)
 
 
-def _run_shard(cfg, sim, policy, todo, mine, finished, results_file, shard, out) -> None:
+def _run_shard(plan: RunPlan, sim, policy, todo: list[Episode]) -> None:
+    cfg, mine, shard, out = plan.cfg, plan.mine, plan.shard, plan.out
     mine_keys = {ep.key for ep in mine}
-    shown = {k: v for k, v in finished.items() if k in mine_keys}
+    shown = {k: v for k, v in plan.finished.items() if k in mine_keys}
     bar = None
     if cfg.progress:
         from tqdm import tqdm
@@ -541,7 +655,7 @@ def _run_shard(cfg, sim, policy, todo, mine, finished, results_file, shard, out)
                    unit="ep", dynamic_ncols=True)
     try:
         for episode in todo:
-            record = _record_header(episode, cfg, shard)
+            record = record_header(episode, cfg, shard)
             writer = None
             try:
                 if _wants_video(cfg, episode):
@@ -566,8 +680,7 @@ def _run_shard(cfg, sim, policy, todo, mine, finished, results_file, shard, out)
                 })
                 if writer is not None:
                     writer.close(discard=True)
-            record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            results_file.append(record)
+            plan.append(record)
             shown[episode.key] = record
             if bar is not None:
                 bar.update(1)
