@@ -7,6 +7,9 @@ Accepted specs:
 * ``constant:<ACTION>[:<delay_s>][:fail=<n>,<m>...]``: :class:`janus_core.baselines.ConstantPolicy`,
   for tests and benchmarks (e.g. ``constant:MOVE_FORWARD:0.05`` or
   ``constant:TURN_LEFT:0:fail=2,3``).
+* ``expert:ros[:<service>]``: :class:`janus_vln_ros.sim_expert.RosExpertPolicy`, the
+  simulator's shortest-path expert asked over the sim_bridge node's ``~/expert_action`` service
+  (simulation only; imports rclpy).
 * anything else: ``janus_core.policy.build_policy(spec)`` (a preset name such as ``tiny`` or a
   checkpoint directory), imported only then so that baselines need no torch.
 """
@@ -69,6 +72,10 @@ def make_policy(spec: str) -> Policy:
         return ForwardOnlyPolicy()
     if spec.startswith("constant:") or spec == "constant":
         return parse_constant_spec(spec)
+    if spec == "expert:ros" or spec.startswith("expert:ros:"):
+        from janus_vln_ros.sim_expert import RosExpertPolicy  # rclpy: only when asked for
+
+        return RosExpertPolicy.from_spec(spec)
     from janus_core.policy import build_policy  # torch + transformers: only when needed
 
     return build_policy(spec)
