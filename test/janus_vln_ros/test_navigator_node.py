@@ -247,11 +247,13 @@ def test_actions_and_matching_velocities(nav_a):
         assert stage in status.latency_ms, status.latency_ms
 
 
-def set_param(harness, node: str, name: str, value: float):
+def set_param(harness, node: str, name: str, value):
+    if isinstance(value, str):
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    else:
+        value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
     request = SetParameters.Request()
-    request.parameters = [ParameterMsg(
-        name=name, value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
-    )]
+    request.parameters = [ParameterMsg(name=name, value=value)]
     result = harness.call(SetParameters, f"{node}/set_parameters", request)
     return result.results[0]
 
@@ -580,13 +582,20 @@ def test_odometry_closed_loop_reaches_distance_despite_slip(harness):
         assert nav.wait_status(lambda s: s.stop_reason == "no_odometry", 5.0, since=t0)
         time.sleep(0.3)
         assert all(is_zero(m) for m in nav.cmd.since(t0))
-        # odometry lost in the middle of a closed-loop motion (2.5 s long): abort with a zero
+        # motion_mode auto (closed loop while odometry is fresh): odometry lost in the middle
+        # of a 2.5 s closed-loop motion is caught by the motion loop, which stops the robot
+        nav.camera.pause()
+        time.sleep(0.7)  # camera stale: no step while reconfiguring
         assert set_param(harness, nav.node, "forward_distance", 0.5).successful
+        assert set_param(harness, nav.node, "motion_mode", "auto").successful
         x0 = base.x
         base.running.set()
+        time.sleep(0.2)
+        nav.camera.start()
         nav.wait_driving()
         base.running.clear()
-        assert nav.proc.wait_for_log("odometry went stale during a closed-loop motion", 3.0)
+        assert nav.proc.wait_for_log("odometry went stale during a closed-loop motion", 3.0), \
+            nav.proc.log()
         time.sleep(0.2)
         assert is_zero(nav.cmd.last())
         assert base.x - x0 < 0.4  # cut short of the 0.5 m step
