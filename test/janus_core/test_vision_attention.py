@@ -32,3 +32,16 @@ def test_packed_window_attention_matches_stock_vision_tower():
     g_stock = stock.blocks[0].attn.qkv.weight.grad
     g_packed = packed.blocks[0].attn.qkv.weight.grad
     torch.testing.assert_close(g_packed, g_stock, rtol=1e-4, atol=1e-5)
+
+
+def test_blocks_share_one_plan_per_cu_seqlens_tensor():
+    cfg = load_config("tiny")
+    visual = Qwen2_5_VLForConditionalGeneration(qwen_config(cfg)).model.visual.eval()
+    pack_vision_attention(visual)
+    plans = visual.blocks[0].attn.plans
+    assert all(b.attn.plans is plans for b in visual.blocks)
+    pixel_values, grid_thw = qwen_pixel_values(list(torch.rand(1, 3, 476, 644)))
+    with torch.no_grad():
+        visual(pixel_values, grid_thw=grid_thw)
+    # one plan for the window chunks, one for the whole image (full-attention block)
+    assert len(plans._plans) == 2
