@@ -81,6 +81,29 @@ def run_episode(policy, frames: list[np.ndarray], mode: str) -> list[dict]:
     return records
 
 
+def profile_steps(policy, frames: list[np.ndarray], path: Path) -> None:
+    """Profile more steps of the running episode; write op tables by self CPU and CUDA time.
+
+    Also counts host-device synchronisations, the usual cause of host overhead.
+    """
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if policy.model.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for rgb in frames:
+            policy.act(Observation(rgb=rgb))
+    averages = prof.key_averages()
+    syncs = sum(e.count for e in averages if "Synchronize" in e.key or "synchronize" in e.key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sort_cuda = "self_cuda_time_total" if len(activities) > 1 else "cpu_time_total"
+    path.write_text(
+        f"{len(frames)} steps; host syncs: {syncs}\n\n"
+        + averages.table(sort_by="self_cpu_time_total", row_limit=40)
+        + "\n\n" + averages.table(sort_by=sort_cuda, row_limit=40)
+    )
+    log.info("wrote %s (%d host syncs over %d steps)", path, syncs, len(frames))
+
+
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -167,6 +190,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--stage-sync", action=argparse.BooleanOptionalAction, default=True,
                         help="synchronise CUDA around stages (per-stage timings)")
     parser.add_argument("--csv", default=None, help="also write every step's record here")
+    parser.add_argument("--profile", type=int, default=0,
+                        help="after each mode's episode, profile this many more steps "
+                             "(torch.profiler) and write the op tables to --profile-dir")
+    parser.add_argument("--profile-dir", default="profiles")
     parser.add_argument("--name", default="step_latency", help="results file name")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
@@ -206,6 +233,8 @@ def main(argv=None) -> list[dict]:
         if args.warmup:
             run_episode(policy, frames[: args.warmup], mode)
         records += run_episode(policy, frames, mode)
+        if args.profile:
+            profile_steps(policy, frames[: args.profile], Path(args.profile_dir) / f"{mode}.txt")
         policy.spatial_cache = None  # free this mode's memory before the next one
         if mode == "streaming":
             policy.semantic_cache = None
