@@ -10,13 +10,12 @@ The node configures and activates itself (``autostart``); the Fast DDS SHM profi
 that camera images over 512 KiB are not dropped (ros2-env.md section 2.3).
 """
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 
 def generate_launch_description():
