@@ -67,7 +67,7 @@ def share_path(relative: str) -> Path:
             path = Path(get_package_share_directory(PACKAGE)) / relative
             if path.exists():
                 return path
-        except PackageNotFoundError:
+        except (PackageNotFoundError, OSError):  # not installed, or no AMENT_PREFIX_PATH
             pass
     except ImportError:
         pass

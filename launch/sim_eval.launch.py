@@ -1,4 +1,6 @@
-"""VLN-CE evaluation through ROS: ``ros2 launch janus_vln_ros sim_eval.launch.py model:=... split:=...``.
+"""VLN-CE evaluation through ROS: the simulator bridge and the navigator for one split.
+
+``ros2 launch janus_vln_ros sim_eval.launch.py model:=<policy> split:=<episode file>``
 
 Starts the ``sim_bridge`` node (the simulator behind the robot's topics; it runs the split and
 writes the resumable results file) and the ``navigator`` node (the policy, exactly as on a
@@ -14,13 +16,12 @@ the evaluation profile config/sim_eval.yaml, then the launch arguments below.
 the bridge's ``~/expert_action`` service (an upper bound and an end-to-end check).
 """
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable, Shutdown
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 
 def generate_launch_description():
