@@ -15,7 +15,8 @@ Topics (relative, so a namespace applies; parameters rename them):
   ``~/episode_result`` (the JSON record of each finished episode), ``~/progress`` (JSON,
   transient local).
 * in: ``navigator/action`` (std_msgs/String) and ``navigator/status`` (the navigator's JSON
-  status records, which echo the stamp of the frame each step used).
+  status records, which echo the stamp of the frame each step used); with ``motion_source:
+  cmd_vel``, ``cmd_vel`` (Twist or TwistStamped) instead of the action topic.
 
 Services (std_srvs/Trigger): ``~/start`` (run the split; automatic with ``autostart``),
 ``~/skip`` (record the current episode as skipped, go on), ``~/reset`` (restart the current
@@ -39,6 +40,7 @@ import traceback
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.logging import get_logger
@@ -138,6 +140,10 @@ class SimBridgeNode(Node):
             self.create_subscription(String, p.action_topic, self._on_action, _qos(10)),
             self.create_subscription(String, p.status_topic, self._on_status, _qos(50)),
         ]
+        if p.motion_source == "cmd_vel":
+            cmd_type = TwistStamped if p.cmd_vel_stamped else Twist
+            self._subs.append(self.create_subscription(
+                cmd_type, p.cmd_vel_topic, self._on_cmd_vel, _qos(100)))
         self._services = [
             self.create_service(Trigger, "~/start", self._srv_start),
             self.create_service(Trigger, "~/skip", self._srv_skip),
@@ -146,7 +152,7 @@ class SimBridgeNode(Node):
         ]
         self.session = SimSession(
             self.plan, self.sim, self, ack_timeout=p.ack_timeout, step_timeout=p.step_timeout,
-            max_attempts=p.max_attempts,
+            max_attempts=p.max_attempts, motion_source=p.motion_source,
         )
         self._bad_status_logged = False
         self._timer = self.create_timer(0.05, self._on_timer)
@@ -234,6 +240,11 @@ class SimBridgeNode(Node):
                 self.get_logger().error(f"unreadable navigator status ({err}): {msg.data[:200]}")
             return
         self._guard(self.session.on_status, NavReport.from_status(status, _session_key(info)))
+
+    def _on_cmd_vel(self, msg: Twist | TwistStamped) -> None:
+        twist = msg.twist if isinstance(msg, TwistStamped) else msg
+        self._guard(self.session.on_cmd_vel, float(twist.linear.x), float(twist.angular.z),
+                    self.params.cmd_vel_period)
 
     def _on_action(self, msg: String) -> None:
         self._guard(self.session.on_action, msg.data)

@@ -87,6 +87,18 @@ class SimBridgeParams:
     )
     action_topic: str = _param("navigator/action", "The navigator's discrete action (input)")
     status_topic: str = _param("navigator/status", "The navigator's status records (input)")
+    motion_source: str = _param(
+        "action",
+        "action: execute the navigator's action topic; cmd_vel: execute what its velocity "
+        "commands integrate to (each held cmd_vel_period), which must be one discrete step",
+        choices=("action", "cmd_vel"),
+    )
+    cmd_vel_topic: str = _param("cmd_vel", "Velocity commands (input, motion_source cmd_vel)")
+    cmd_vel_stamped: bool = _param(False, "cmd_vel is geometry_msgs/TwistStamped, not Twist")
+    cmd_vel_period: float = _param(
+        0.01, "How long each velocity command is held: 1 / the navigator's control_rate",
+        unit="s", lo=0.0001, hi=10.0,
+    )
     camera_frame: str = _param("camera_color_optical_frame", "frame_id of images + CameraInfo")
     odom_frame: str = _param("odom", "Odometry frame_id (the scene's world frame, REP 103 axes)")
     base_frame: str = _param("base_link", "Odometry child_frame_id")

@@ -127,6 +127,10 @@ class _Attempt:
     action: str | None = None  # action topic message for the next step
     echo: NavReport | None = None  # status record of the next step (with its action)
     motion_over: bool = False  # a record of the next step said driving = false
+    travel: float = 0.0  # cmd_vel mode: metres and radians the commands integrate to
+    turn: float = 0.0
+    moving: bool = False  # cmd_vel mode: a non-zero command came
+    settled: bool = False  # cmd_vel mode: a zero command came after it
 
 
 def pinhole_intrinsics(
@@ -167,6 +171,11 @@ class SimSession:
     ``plan``: a :class:`~sim_bridge.evaluate.RunPlan` (the session appends records through it).
     ``sim``: the simulator. ``output``: the node side. ``clock``: monotonic seconds for timeouts.
     ``stamp_clock``: wall-clock nanoseconds for observation stamps (made strictly increasing).
+    ``motion_source``: ``action`` executes the navigator's action topic; ``cmd_vel`` executes
+    what its velocity commands integrate to (:meth:`on_cmd_vel`), which must be one discrete step
+    within ``cmd_vel_tolerance`` (a fraction of the step), else the step fails: the navigator's
+    motion layer is then checked end to end. The simulator executes the discrete action either
+    way, so both score the same.
     """
 
     def __init__(
@@ -179,6 +188,8 @@ class SimSession:
         max_attempts: int = 3,
         clock: Callable[[], float] = time.monotonic,
         stamp_clock: Callable[[], int] = time.time_ns,
+        motion_source: str = "action",
+        cmd_vel_tolerance: float = 0.1,
     ):
         from sim_bridge.evaluate import EpisodeRunner, merge, record_header
 
@@ -189,6 +200,9 @@ class SimSession:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.max_attempts = int(max_attempts)
         self.clock, self.stamp_clock = clock, stamp_clock
+        if motion_source not in ("action", "cmd_vel"):
+            raise ValueError(f"motion_source must be 'action' or 'cmd_vel', got {motion_source!r}")
+        self.motion_source, self.cmd_vel_tolerance = motion_source, float(cmd_vel_tolerance)
         self.phase = Phase.IDLE
         self.queue = []
         self.index = -1
@@ -321,9 +335,24 @@ class SimSession:
                 return
             self._navigator_ended(report)
 
+    def on_cmd_vel(self, linear: float, angular: float, dt: float) -> None:
+        """One velocity command, held for ``dt`` seconds (``motion_source: cmd_vel``)."""
+        attempt = self.attempt
+        if self.motion_source != "cmd_vel" or attempt is None or self.phase != Phase.WAIT_ACTION:
+            return
+        if linear != 0.0 or angular != 0.0:
+            attempt.travel += linear * dt
+            attempt.turn += angular * dt
+            attempt.moving = True
+        elif attempt.moving:
+            attempt.settled = True
+            self._try_execute()
+
     def on_action(self, name: str) -> None:
         """One message of the navigator's discrete action topic."""
         attempt = self.attempt
+        if self.motion_source != "action":
+            return  # cmd_vel mode: the velocities say what happens
         if self.phase != Phase.WAIT_ACTION or attempt is None:
             log.debug("sim_bridge: action %s outside a step (%s): ignored", name, self.phase.value)
             return
@@ -392,17 +421,31 @@ class SimSession:
         self._last_stamp = stamp
         attempt.stamp_ns = stamp
         attempt.action, attempt.echo, attempt.motion_over = None, None, False
+        attempt.travel = attempt.turn = 0.0
+        attempt.moving = attempt.settled = False
         attempt.deadline = self.clock() + self.step_timeout
         self.phase = Phase.WAIT_ACTION
         self.output.publish_observation(self.runner.obs, stamp)
 
     def _try_execute(self) -> None:
         attempt, runner = self.attempt, self.runner
+        if self.motion_source == "cmd_vel":
+            echo = attempt.echo
+            if echo is None or (echo.action != "STOP" and not (
+                    attempt.motion_over and attempt.settled)):
+                return
+            name, why = self._integrated_action(echo.action)
+            if name is None:
+                self._retry(why)
+                return
+            attempt.action = name
         if attempt.action is None or attempt.echo is None:
             return
         echo = attempt.echo
         if echo.action != attempt.action:
-            self._retry(f"action topic says {attempt.action} but the status says {echo.action}")
+            source = "cmd_vel integrates to" if self.motion_source == "cmd_vel" else \
+                "action topic says"
+            self._retry(f"{source} {attempt.action} but the status says {echo.action}")
             return
         if abs(echo.frame_stamp - attempt.stamp_ns * 1e-9) > STAMP_TOLERANCE:
             self._retry(
@@ -426,6 +469,25 @@ class SimSession:
         else:
             self.phase = Phase.WAIT_MOTION
             attempt.deadline = self.clock() + self.step_timeout
+
+    def _integrated_action(self, announced: str) -> tuple[str | None, str]:
+        """The discrete action the integrated velocities amount to, or None and why not."""
+        attempt, cfg, tol = self.attempt, self.plan.cfg, self.cmd_vel_tolerance
+        step, angle = cfg.forward_step, math.radians(cfg.turn_angle)
+        travel, turn = attempt.travel, attempt.turn
+        moved, turned = abs(travel) > tol * step, abs(turn) > tol * angle
+        if announced == "STOP" and not moved and not turned:
+            return "STOP", ""
+        if moved and not turned and abs(travel - step) <= tol * step:
+            return "MOVE_FORWARD", ""
+        if turned and not moved and abs(abs(turn) - angle) <= tol * angle:
+            return ("TURN_LEFT" if turn > 0 else "TURN_RIGHT"), ""
+        return None, (
+            f"cmd_vel integrates to {travel:.3f} m and {math.degrees(turn):.1f} deg for "
+            f"{announced}, not one step of {step} m or {cfg.turn_angle} deg (within "
+            f"{100 * tol:.0f}%): check the navigator's motion limits and control_rate against "
+            "cmd_vel_period"
+        )
 
     def _navigator_ended(self, report: NavReport) -> bool:
         """End the episode if the navigator ended its own without STOP (step limit, ~/stop)."""

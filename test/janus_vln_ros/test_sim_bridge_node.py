@@ -124,6 +124,31 @@ def test_expert_over_ros_matches_the_in_process_runner(split, harness, tmp_path)
     assert json.loads(progress.last().data)["state"] == "done"
 
 
+def test_cmd_vel_mode_over_ros(split, tmp_path):
+    """The bridge moves the agent by the navigator's integrated velocity commands."""
+    ns = "/vel"
+    out = tmp_path / "ros"
+    bridge = NodeProcess(bridge_command({
+        "split": str(split), "output_dir": str(out), "width": 32, "height": 24, "limit": 2,
+        "policy_label": "expert:ros", "exit_when_done": True, "motion_source": "cmd_vel",
+        "cmd_vel_stamped": True, "sim_settings": "{furniture: shapes}"}, ns))
+    navigator = NodeProcess(navigator_command(
+        {"model": "expert:ros", "autostart": True, "enable_stamped_cmd_vel": True}, ns))
+    try:
+        assert bridge.wait(timeout=60) == 0, bridge.log() + navigator.log()
+        assert navigator.sigint() == 0, navigator.log()
+    finally:
+        bridge.kill()
+        navigator.kill()
+    assert "restarts from its start" not in bridge.log()
+    inproc = tmp_path / "inproc"
+    evaluate(EvalConfig(policy="expert", split=str(split), output_dir=str(inproc), limit=2,
+                        sim={"render": False, "furniture": "shapes"}, progress=False))
+    records = read_records(out / "results" / "shard-000-of-001.jsonl")
+    reference = read_records(inproc / "results" / "shard-000-of-001.jsonl")
+    assert [stable(r) for r in records] == [stable(r) for r in reference]
+
+
 def test_services_and_handshake_with_a_scripted_navigator(split, harness, tmp_path):
     """This test is the navigator: it acknowledges, acts, and calls the bridge's services."""
     ns = "/svc"

@@ -199,11 +199,13 @@ def test_node_commands_and_environment(monkeypatch):
     assert env["FASTDDS_DEFAULT_PROFILES_FILE"].endswith("config/fastdds_shm.xml")
 
 
-def test_a_model_that_cannot_load_fails_clearly(split, tmp_path, capsys):
-    code = sim_eval.main(["--model", str(tmp_path / "no_such_checkpoint"), "--split",
+def test_a_model_that_cannot_load_fails_clearly(split, tmp_path, caplog):
+    code = sim_eval.main(["--model", "constant:NOT_AN_ACTION", "--split",
                           str(split), "--output-dir", str(tmp_path / "out"), "--namespace",
                           "noload", "--width", "32", "--height", "24", "--timeout", "60"])
     assert code == 1
+    assert "the navigator cannot load model 'constant:NOT_AN_ACTION'" in caplog.text
+    assert "NOT_AN_ACTION" in caplog.text.split("its log", 1)[1]  # the navigator's reason
 
 
 def test_a_bad_split_fails_without_restarts(tmp_path, caplog):

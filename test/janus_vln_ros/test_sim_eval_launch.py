@@ -155,6 +155,15 @@ def test_parameter_files_match_declared_parameters():
     assert set(bridge_yaml["/**/sim_bridge"]["ros__parameters"]) == DECLARED["sim_bridge"][0]
 
 
+def test_eval_profile_is_consistent():
+    """The bridge holds each velocity command for one navigator control period."""
+    data = yaml.safe_load((REPO / "config" / "sim_eval.yaml").read_text())
+    navigator = data["/**/navigator"]["ros__parameters"]
+    bridge = data["/**/sim_bridge"]["ros__parameters"]
+    assert navigator["control_rate"] * bridge["cmd_vel_period"] == pytest.approx(1.0)
+    assert navigator["image_qos"] == "reliable" and navigator["motion_mode"] == "timed"
+
+
 def test_declared_bridge_parameters(harness):
     """What the node declares is exactly SimBridgeParams (the YAML test relies on it)."""
     from janus_vln_ros.sim_bridge_params import declare_parameters

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from janus_core.actions import Action
+from janus_vln_ros.motion import MotionLimits, MotionOutcome, TimedFollower, plan_motion
 from janus_vln_ros.sim_session import (
     NavReport,
     Phase,
@@ -134,9 +135,34 @@ class FakeNavigator:
             self.on_observation(payload)
 
 
-def deliver(session, kind, payload):
+class VelocityNavigator(FakeNavigator):
+    """Also streams the timed velocity profile of each motion (janus_vln_ros.motion)."""
+
+    def __init__(self, sim, limits, dt):
+        super().__init__(sim)
+        self.limits, self.dt = limits, dt
+
+    def on_observation(self, stamp_ns):
+        super().on_observation(stamp_ns)
+        segment = plan_motion(Action[self.action], self.limits)
+        if segment is None:
+            return
+        follower, tick, commands = TimedFollower(segment, self.dt), 0, []
+        while True:  # what the navigator's _run_motion publishes, ending with a zero
+            velocity, outcome = follower.update(tick * self.dt)
+            commands.append(("cmd", (velocity.linear, velocity.angular)))
+            if outcome != MotionOutcome.RUNNING:
+                break
+            tick += 1
+        motion_end = self.outbox.pop()
+        self.outbox += commands + [motion_end]
+
+
+def deliver(session, kind, payload, dt=0.01):
     if kind == "status":
         session.on_status(payload)
+    elif kind == "cmd":
+        session.on_cmd_vel(*payload, dt)
     else:
         session.on_action(payload)
 
@@ -165,13 +191,13 @@ def pump(session, bus, nav, order=lambda msgs: msgs, hook=None, limit=20000):
 def setup(split, tmp_path):
     plans = []
 
-    def make(**kw):
+    def make(motion_source="action", **kw):
         cfg = eval_cfg(split, tmp_path / "ros", **kw)
         plan = plan_run(cfg)
         sim = make_sim(cfg)
         bus, clock = Bus(), Clock()
         session = SimSession(plan, sim, bus, ack_timeout=5.0, step_timeout=30.0, max_attempts=3,
-                             clock=clock)
+                             clock=clock, motion_source=motion_source)
         plans.append((plan, sim))
         return session, bus, FakeNavigator(sim), clock
 
@@ -241,6 +267,34 @@ def test_an_observation_waits_for_the_end_of_the_motion(setup):
     deliver(session, *motion_end)
     assert session.phase == Phase.WAIT_ACTION and bus.outbox[0][0] == "observation"
     assert bus.outbox[0][1] > stamp  # a new, later stamp
+
+
+@pytest.mark.parametrize("order", ["as_sent", "status_first"])
+def test_cmd_vel_mode_executes_what_the_velocities_integrate_to(setup, reference, tmp_path,
+                                                                 order):
+    """The sim_eval profile's fast limits (5 m/s, 10 rad/s, no ramps) at 100 Hz."""
+    limits = MotionLimits(max_linear_speed=5.0, max_angular_speed=10.0,
+                          linear_acceleration=0.0, angular_acceleration=0.0)
+    session, bus, _, _ = setup(motion_source="cmd_vel")
+    nav = VelocityNavigator(session.sim, limits, 0.01)
+    session.start()
+
+    def reorder(msgs):  # statuses overtaking the velocity commands on another topic
+        return sorted(msgs, key=lambda m: m[0] != "status") if order == "status_first" else msgs
+
+    pump(session, bus, nav, order=reorder)
+    check_same(bus, reference, tmp_path)
+
+
+def test_cmd_vel_mode_rejects_a_wrong_motion(setup, tmp_path):
+    # profiles at 50 Hz read as 100 Hz commands cover half a step: the step fails, loudly
+    limits = MotionLimits(max_linear_speed=0.25, max_angular_speed=0.5)
+    session, bus, _, _ = setup(motion_source="cmd_vel", limit=1)
+    nav = VelocityNavigator(session.sim, limits, 0.02)
+    session.start()
+    pump(session, bus, nav)
+    (record,) = bus.results
+    assert record["status"] == "error" and "cmd_vel integrates to" in record["error"]
 
 
 # ---------------------------------------------------------------- recovery
