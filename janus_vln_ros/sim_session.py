@@ -42,6 +42,7 @@ import json
 import logging
 import math
 import time
+import traceback
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
@@ -238,8 +239,10 @@ class SimSession:
         """Restart the current episode from its start (``~/reset``); not counted as a failure."""
         if self.runner is None or self.phase in (Phase.IDLE, Phase.DONE):
             return False, f"no episode running ({self.phase.value})"
-        self._begin_attempt()
-        return True, f"episode {self.runner.episode.episode_id} restarted"
+        episode = self.runner.episode
+        if not self._begin_attempt():
+            self._next_episode()
+        return True, f"episode {episode.episode_id} restarted"
 
     def expert(self) -> dict[str, Any] | None:
         """The simulator expert's action for the observation awaiting an action, or None."""
@@ -381,22 +384,29 @@ class SimSession:
 
     # ------------------------------------------------------------------ internals
     def _next_episode(self) -> None:
-        self.index += 1
-        self.attempt, self.runner = None, None
-        self._restarts = 0
-        if self.index >= len(self.queue):
-            self.phase = Phase.DONE
-            self.summary = self._merge(self.plan.out)
-            log.info("sim_bridge: split finished (%d records)", self.summary["finished"])
-            self.output.publish_progress(self.progress())
-            self.output.finished(self.summary)
-            return
-        self._begin_attempt()
+        while True:  # a loop, not recursion: many episodes in a row may fail to load
+            self.index += 1
+            self.attempt, self.runner = None, None
+            self._restarts = 0
+            if self.index >= len(self.queue):
+                self.phase = Phase.DONE
+                self.summary = self._merge(self.plan.out)
+                log.info("sim_bridge: split finished (%d records)", self.summary["finished"])
+                self.output.publish_progress(self.progress())
+                self.output.finished(self.summary)
+                return
+            if self._begin_attempt():
+                return
 
-    def _begin_attempt(self) -> None:
+    def _begin_attempt(self) -> bool:
+        """Reset the simulator to the episode and instruct; False if the simulator failed."""
         episode = self.queue[self.index]
         self._restarts += 1
-        self.runner = self._runner_cls(self.sim, episode, self.plan.cfg)
+        try:
+            self.runner = self._runner_cls(self.sim, episode, self.plan.cfg)
+        except Exception as err:  # noqa: BLE001 - a bad episode must not stop the run
+            self._record_error(episode, err)
+            return False
         self.attempt = _Attempt(
             number=self._restarts,
             instruction=episode.instruction,
@@ -408,6 +418,7 @@ class SimSession:
                  episode.scene_id, self._restarts, episode.instruction)
         self.output.publish_instruction(episode.instruction)
         self.output.publish_progress(self.progress())
+        return True
 
     def _acknowledged(self, report: NavReport) -> None:
         attempt = self.attempt
@@ -461,7 +472,12 @@ class SimSession:
         latency = echo.latency_ms
         timings = {k[7:]: v * 1e-3 for k, v in latency.items() if k.startswith("policy.")}
         runner.add_policy_time(latency.get("policy", 0.0) * 1e-3, timings, parsed=None)
-        runner.step(action)
+        try:
+            runner.step(action)
+        except Exception as err:  # noqa: BLE001 - a bad episode must not stop the run
+            self._record_error(runner.episode, err)
+            self._next_episode()
+            return
         if runner.done:
             self._finish_episode()
         elif attempt.motion_over:
@@ -520,7 +536,20 @@ class SimSession:
             self._record_failure("error", f"{why} (after {self._restarts} attempts)")
             return
         log.warning("sim_bridge: episode %s restarts from its start: %s", episode.episode_id, why)
-        self._begin_attempt()
+        if not self._begin_attempt():
+            self._next_episode()
+
+    def _record_error(self, episode: Any, err: Exception) -> None:
+        """The simulator raised: record an error as the in-process runner does."""
+        log.exception("sim_bridge: episode %s (%s) failed", episode.episode_id, episode.scene_id)
+        record = self._header(episode, self.plan.cfg, self.plan.shard)
+        record.update({
+            "status": "error",
+            "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(limit=8)[-4000:],
+        })
+        self.plan.append(record)
+        self.output.publish_result(record)
 
     def _record_failure(self, status: str, why: str) -> None:
         episode = self.runner.episode

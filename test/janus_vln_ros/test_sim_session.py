@@ -385,6 +385,31 @@ def test_an_episode_that_keeps_failing_is_recorded_as_an_error(setup, tmp_path):
     assert bus.summaries[-1]["summary"]["errors"] == 1
 
 
+def test_simulator_failures_are_recorded_and_the_run_goes_on(setup, reference, tmp_path):
+    session, bus, nav, _ = setup()
+    sim = session.sim
+    reset, step = sim.reset, sim.step
+
+    def bad_reset(episode):
+        if episode.episode_id == "1":
+            raise RuntimeError("scene file is corrupt")
+        return reset(episode)
+
+    def bad_step(action):
+        if session.runner.episode.episode_id == "2" and session.runner.num_steps == 4:
+            raise ValueError("navmesh query failed")
+        return step(action)
+
+    sim.reset, sim.step = bad_reset, bad_step
+    session.start()
+    pump(session, bus, nav)
+    first, second, third = read_records(tmp_path / "ros" / "results" / "shard-000-of-001.jsonl")
+    assert first["status"] == "error" and first["error"] == "RuntimeError: scene file is corrupt"
+    assert second["status"] == "error" and "navmesh query failed" in second["traceback"]
+    assert stable(third) == stable(reference["3"])
+    assert bus.summaries[-1]["summary"]["errors"] == 2
+
+
 def test_timeouts(setup):
     session, bus, nav, clock = setup()
     session.start()
