@@ -28,11 +28,12 @@ Command line (``janus-vln train`` calls :func:`main`)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -383,7 +384,9 @@ class JanusTrainer(Trainer):
         output_dir = Path(output_dir or self.args.output_dir)
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
         if state_dict is not None:  # gathered by DeepSpeed / FSDP: the module holds only shards
-            model = _model_from_state_dict(model.cfg, state_dict)
+            model = _model_from_state_dict(
+                model.cfg, state_dict, getattr(self.args, "hf_deepspeed_config", None)
+            )
         save_checkpoint(model, self.janus_tokenizer, model.cfg, output_dir)
         torch.save(self.args, output_dir / "training_args.bin")
 
@@ -397,10 +400,33 @@ class JanusTrainer(Trainer):
         log.info("loaded weights from %s", resume_from_checkpoint)
 
 
-def _model_from_state_dict(cfg: JanusConfig, state_dict: dict[str, torch.Tensor]) -> JanusVLNModel:
+@contextlib.contextmanager
+def zero3_init_disabled(hf_deepspeed_config: Any = None) -> Iterator[None]:
+    """Build models normally inside, even while a ZeRO-3 Trainer is alive.
+
+    With a ZeRO-3 config registered, transformers constructs sub-models under
+    ``deepspeed.zero.Init`` (partitioned at creation). ``hf_deepspeed_config`` (the Trainer's
+    ``args.hf_deepspeed_config``) is registered again on the way out.
+    """
+    from transformers.integrations.deepspeed import (
+        set_hf_deepspeed_config,
+        unset_hf_deepspeed_config,
+    )
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if hf_deepspeed_config is not None:
+            set_hf_deepspeed_config(hf_deepspeed_config)
+
+
+def _model_from_state_dict(cfg: JanusConfig, state_dict: dict[str, torch.Tensor],
+                           hf_deepspeed_config: Any = None) -> JanusVLNModel:
     """A CPU model holding a gathered (ZeRO-3 / FSDP) full state dict, for saving."""
     dtype = next(iter(state_dict.values())).dtype
-    model = build_model(cfg, device="cpu", dtype=dtype, empty=True)
+    with zero3_init_disabled(hf_deepspeed_config):
+        model = build_model(cfg, device="cpu", dtype=dtype, empty=True)
     model.load_state_dict({k: v.cpu() for k, v in state_dict.items()}, strict=True, assign=True)
     return model
 
@@ -495,6 +521,13 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     return None
 
 
+def training_device(cfg: TrainConfig) -> torch.device:
+    """Where this rank trains: its torchrun GPU (``LOCAL_RANK``), else the CPU."""
+    if cfg.use_cpu or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", get_dist_info().local_rank % torch.cuda.device_count())
+
+
 def resume_checkpoint(cfg: TrainConfig) -> str | None:
     """The checkpoint to resume from per ``cfg.resume`` (None: start fresh)."""
     if cfg.resume in ("none", "", None, False):
@@ -519,12 +552,19 @@ def build_trainer(
     train_dataset: Any = None,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> JanusTrainer:
-    """A ready :class:`JanusTrainer` for ``cfg`` (model and dataset built unless given)."""
-    args = training_arguments(cfg)
+    """A ready :class:`JanusTrainer` for ``cfg`` (model and dataset built unless given).
+
+    The model is built whole before the ``TrainingArguments``: with a ZeRO-3 config those switch
+    transformers into ``deepspeed.zero.Init`` construction, which partitions parameters while
+    they are created and breaks weight initialisation and our checkpoint loading. DeepSpeed
+    partitions the finished model when the Trainer starts.
+    """
     if model is None:
-        model, tokenizer = build_training_model(cfg, args.device)
+        with zero3_init_disabled():  # a previous ZeRO-3 run in this process may have set it
+            model, tokenizer = build_training_model(cfg, training_device(cfg))
     elif tokenizer is None:
         tokenizer = build_tokenizer(model.cfg)
+    args = training_arguments(cfg)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if train_dataset is None:
@@ -553,6 +593,9 @@ def run_sft(cfg: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(cfg.output_dir)
     trainer.save_state()
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()  # training is over: later models (DAgger's policy) build normally
     out = Path(cfg.output_dir)
     log.info("final model in %s (step %d)", out, trainer.state.global_step)
     return out
