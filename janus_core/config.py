@@ -107,7 +107,8 @@ class MemoryConfig:
     spatial_recent: int = 48
     semantic_initial: int = 8
     semantic_recent: int = 48
-    num_history: int = 8  # sampled history frames in reference mode (plus the current frame)
+    num_history: int = 8  # sampled history frames in reference mode (plus the current frame);
+    # 0 = the current frame only (the "without history" ablation)
 
 
 @dataclasses.dataclass
@@ -191,10 +192,10 @@ class JanusConfig:
         for field in ("spatial_initial", "spatial_recent", "semantic_initial", "semantic_recent"):
             if getattr(self.memory, field) < 0:
                 raise ConfigError(f"memory.{field} must be >= 0")
-        if self.memory.num_history < 1:
+        if self.memory.num_history < 0:
             raise ConfigError(
-                "memory.num_history must be >= 1 (with 0 the release's linspace rule would keep "
-                f"only frame 0, not the current frame), got {self.memory.num_history}"
+                "memory.num_history must be >= 0 (0: the LLM sees only the current frame), "
+                f"got {self.memory.num_history}"
             )
         self._check_qwen()
         self._check_image()

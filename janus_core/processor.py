@@ -12,7 +12,8 @@ One place for the release's exact preprocessing and prompts (reference digest §
   row-major over the 17x23 merged grid with the inner block in (dy, dx) order: the order of
   Qwen's merged visual tokens. Result ``[391, 4 * 2048]``.
 - **History.** All frames while ``t <= num_history``, else ``linspace(0, t, num_history + 1)``
-  cast to int (frame 0 and the current frame always in).
+  cast to int (frame 0 and the current frame always in); ``num_history == 0``: the current frame
+  only (the "without history" ablation).
 - **Prompts.** The evaluation prompt (navigation system turn, images back to back, then the task
   text) through the checkpoint's Qwen2.5-VL chat template, and the training prompt (generic
   system turn, role sentence + history/current labels in the user turn, minimal template).
@@ -306,14 +307,15 @@ def sample_history(t: int, num_history: int) -> list[int]:
 
     All frames while ``t <= num_history``, else the ``num_history + 1`` indices of
     ``np.linspace(0, t, num_history + 1)`` cast to int (release ``evaluation.py`` and
-    ``create_data.py``).
+    ``create_data.py``). ``num_history == 0`` is the "without history" ablation: only the
+    current frame (the linspace rule would keep frame 0 instead).
     """
     if t < 0:
         raise ValueError(f"step index must be >= 0, got {t}")
-    if num_history < 1:
-        raise ValueError(
-            f"num_history must be >= 1 (frame 0 and the current frame), got {num_history}"
-        )
+    if num_history < 0:
+        raise ValueError(f"num_history must be >= 0, got {num_history}")
+    if num_history == 0:
+        return [t]
     if t <= num_history:
         return list(range(t + 1))
     return np.linspace(0, t, num_history + 1).astype(int).tolist()

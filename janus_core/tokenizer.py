@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -96,19 +97,23 @@ def check_special_tokens(tokenizer: PreTrainedTokenizerBase, cfg: JanusConfig) -
         )
 
 
-def _corpus() -> list[str]:
+def _corpus(extra: Sequence[str] = ()) -> list[str]:
     lines = [NAV_ROLE, EVAL_CONTEXT, TRAIN_USER, TRAIN_SYSTEM, ACTION_LIST]
     lines += ["STOP", "MOVE_FORWARD", "TURN_LEFT", "TURN_RIGHT", "system", "user", "assistant"]
     lines += [_INSTRUCTION_WORDS, "0 1 2 3 4 5 6 7 8 9 . , ; : ! ? ' \" ( ) - _"]
-    return lines * 4
+    return lines * 4 + [str(line) for line in extra]
 
 
-def build_tokenizer(cfg: JanusConfig) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    cfg: JanusConfig, extra_corpus: Sequence[str] = ()
+) -> PreTrainedTokenizerFast:
     """A small byte-level BPE tokenizer matching ``cfg``'s special-token ids, built offline.
 
     Regular tokens take ids ``0 .. bos_token_id - 1`` (the BPE vocabulary, padded with
     unreachable ``<|unused_i|>`` entries when the corpus yields fewer merges); the 14 Qwen special
-    tokens follow. Deterministic for a given config.
+    tokens follow. ``extra_corpus``: more text the BPE merges are learned from (e.g. a training
+    split's instructions, so their words become single tokens). Deterministic for a given config
+    and corpus.
     """
     ids = special_token_ids(cfg)
     q = cfg.qwen
@@ -143,7 +148,7 @@ def build_tokenizer(cfg: JanusConfig) -> PreTrainedTokenizerFast:
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(_corpus(), trainer=trainer)
+    bpe.train_from_iterator(_corpus(extra_corpus), trainer=trainer)
 
     model = json.loads(bpe.to_str())["model"]
     vocab: dict[str, int] = model["vocab"]

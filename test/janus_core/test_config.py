@@ -66,7 +66,7 @@ def _qwen(**changes):
         ({"vggt": VGGTConfig(feature_layer=24)}, "vggt.feature_layer"),
         ({"vggt": VGGTConfig(embed_dim=1000)}, "vggt.embed_dim"),
         ({"memory": MemoryConfig(spatial_recent=-1)}, "memory.spatial_recent"),
-        ({"memory": MemoryConfig(num_history=0)}, "memory.num_history"),
+        ({"memory": MemoryConfig(num_history=-1)}, "memory.num_history"),
         ({"qwen": _qwen(mrope_section=(16, 24, 20))}, "qwen.mrope_section"),
         ({"qwen": _qwen(num_attention_heads=27)}, "qwen.hidden_size"),
         ({"qwen": _qwen(num_key_value_heads=3)}, "qwen.num_attention_heads"),

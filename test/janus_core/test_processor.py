@@ -175,7 +175,13 @@ def test_history_indices():
     with pytest.raises(ValueError):
         sample_history(-1, 8)
     with pytest.raises(ValueError, match="num_history"):
-        sample_history(3, 0)  # linspace(0, t, 1) would drop the current frame
+        sample_history(3, -1)
+
+
+def test_history_zero_is_current_frame_only():
+    # the "without history" ablation; linspace(0, t, 1) would have kept frame 0 instead
+    for t in (0, 1, 5, 9, 123):
+        assert sample_history(t, 0) == [t]
 
 
 # ---- prompts ---------------------------------------------------------------------------------
