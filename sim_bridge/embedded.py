@@ -174,7 +174,9 @@ class EmbeddedSimulator(Simulator):
         if not (bx0 < p[0] < bx1 and bz0 < p[2] < bz1):
             return f"outside the apartment (x in {bx0}..{bx1}, z in {bz0}..{bz1})"
         clearance = float(grid.signed_distance(np.array([[p[0], p[2]]]))[0])
-        if clearance < grid.radius:
+        # 1 um of slack: the grid marks cells navigable from float32 clearances, so a cell centre
+        # at exactly the agent radius (0.1 in float32 >= 0.1) must not be refused here
+        if clearance < grid.radius - 1e-6:
             where = "inside a wall or furniture" if clearance <= 0 else "too close to a wall or " \
                 "furniture"
             return (f"{where} (clearance {clearance:.3f} m < agent radius {grid.radius} m)")

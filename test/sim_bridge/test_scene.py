@@ -230,3 +230,21 @@ def test_seed_with_a_float_tie_in_wall_placement_generates():
     from sim_bridge.scene import generate_apartment
 
     assert generate_apartment(100003).rooms
+
+
+def test_start_at_exactly_the_agent_radius_is_navigable():
+    # val_unseen seed 0 once crashed: a sampled cell centre with clearance 0.1 (navigable in the
+    # float32 grid) was refused by reset's float64 check (0.0999999...)
+    from sim_bridge.episodes import Episode, Goal, yaw_to_quaternion
+    from sim_bridge.simulator import SimConfig, make_simulator
+
+    sim = make_simulator(SimConfig(render=False))
+    try:
+        start = [-1.4749999999999996, 0.0, -3.9249999999999994]
+        ep = Episode(episode_id="93", scene_id="embedded:apt_10018", start_position=start,
+                     start_rotation=yaw_to_quaternion(0.0),
+                     goals=[Goal(position=start, radius=3.0)], instruction="stop")
+        obs = sim.reset(ep)
+        assert obs.position[0] == start[0]
+    finally:
+        sim.close()
