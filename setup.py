@@ -24,8 +24,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", sorted(sum((glob(f"config/*.{ext}")
-                                                for ext in ("yaml", "xml", "json")), []))),
+        (f"share/{PACKAGE}/config",
+         glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.json")),
     ],
     python_requires=">=3.10",
     install_requires=requirements("policy"),
