@@ -399,3 +399,25 @@ def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch
     if name not in _DTYPES:
         raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {name!r}")
     return _DTYPES[name]
+
+
+def dataclass_from_mapping(
+    cls: type, data: Any, where: str, error: type[Exception] = ConfigError
+) -> Any:
+    """Build the flat dataclass ``cls`` from a mapping read from ``where`` (a file or a key).
+
+    Anything that is not a mapping, unknown keys and rejected values raise ``error`` with a
+    message that names ``where`` and the keys.
+    """
+    if not isinstance(data, dict):
+        raise error(f"{where}: expected a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise error(f"{where}: unknown keys {unknown}; known: {sorted(names)}")
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, error):
+            raise
+        raise error(f"{where}: {err}") from err

@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 
 from janus_core.actions import Action
+from janus_core.config import dataclass_from_mapping
 from sim_bridge.episodes import (
     Episode,
     EpisodeFormatError,
@@ -112,7 +113,7 @@ class CollectConfig:
     def __post_init__(self):
         """Check values; the message names the field."""
         if isinstance(self.sim, dict):
-            self.sim = _build(SimSettings, self.sim, "sim")
+            self.sim = dataclass_from_mapping(SimSettings, self.sim, "sim", CollectError)
         if self.expert not in EXPERTS:
             raise CollectError(f"expert must be one of {EXPERTS}, got {self.expert!r}")
         if self.max_steps <= 0:
@@ -121,19 +122,6 @@ class CollectConfig:
             self.languages = [self.languages]
         if self.episode_ids is not None:
             self.episode_ids = [str(e) for e in self.episode_ids]
-
-
-def _build(cls: type, data: Any, source: str) -> Any:
-    if not isinstance(data, dict):
-        raise CollectError(f"{source}: expected a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise CollectError(f"{source}: unknown keys {unknown}; known: {sorted(names)}")
-    try:
-        return cls(**data)
-    except TypeError as err:
-        raise CollectError(f"{source}: {err}") from err
 
 
 def load_collect_config(path: str | Path | None = None, **overrides: Any) -> CollectConfig:
@@ -145,7 +133,7 @@ def load_collect_config(path: str | Path | None = None, **overrides: Any) -> Col
             raise CollectError(f"collect config {path} does not exist")
         data = yaml.safe_load(path.read_text()) or {}
     data.update({k: v for k, v in overrides.items() if v is not None})
-    return _build(CollectConfig, data, str(path or "collect config"))
+    return dataclass_from_mapping(CollectConfig, data, str(path or "collect config"), CollectError)
 
 
 # ---- simulator and episodes ---------------------------------------------------------------------

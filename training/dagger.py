@@ -40,6 +40,7 @@ import yaml
 
 from janus_core.actions import Action
 from janus_core.checkpoint import CheckpointError
+from janus_core.config import dataclass_from_mapping
 from janus_core.interface import Observation, Policy
 from sim_bridge.episodes import Episode, EpisodeFormatError
 from training.annotations import (
@@ -120,9 +121,9 @@ class DaggerConfig:
     def __post_init__(self):
         """Build nested settings and check values; the message names the field."""
         if isinstance(self.rule, dict):
-            self.rule = _build(DaggerRule, self.rule, "rule")
+            self.rule = dataclass_from_mapping(DaggerRule, self.rule, "rule", DaggerError)
         if isinstance(self.sim, dict):
-            self.sim = _build(SimSettings, self.sim, "sim")
+            self.sim = dataclass_from_mapping(SimSettings, self.sim, "sim", DaggerError)
         if isinstance(self.base_data, (str, Path)):
             self.base_data = [str(self.base_data)]
         if self.rounds < 1:
@@ -139,19 +140,6 @@ class DaggerConfig:
             self.episode_ids = [str(e) for e in self.episode_ids]
 
 
-def _build(cls: type, data: Any, source: str) -> Any:
-    if not isinstance(data, dict):
-        raise DaggerError(f"{source}: expected a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise DaggerError(f"{source}: unknown keys {unknown}; known: {sorted(names)}")
-    try:
-        return cls(**data)
-    except (TypeError, ValueError) as err:
-        raise DaggerError(f"{source}: {err}") from err
-
-
 def load_dagger_config(path: str | Path | None = None, **overrides: Any) -> DaggerConfig:
     """Read a :class:`DaggerConfig` from YAML (or defaults), then apply non-None ``overrides``."""
     data: dict[str, Any] = {}
@@ -164,7 +152,7 @@ def load_dagger_config(path: str | Path | None = None, **overrides: Any) -> Dagg
         except yaml.YAMLError as err:
             raise DaggerError(f"{path} is not valid YAML: {err}") from err
     data.update({k: v for k, v in overrides.items() if v is not None})
-    return _build(DaggerConfig, data, str(path or "dagger config"))
+    return dataclass_from_mapping(DaggerConfig, data, str(path or "dagger config"), DaggerError)
 
 
 # ---- one episode ------------------------------------------------------------------------------
