@@ -26,28 +26,30 @@ Strategies (``--strategy``): ``ddp`` (the Trainer's DistributedDataParallel; NCC
 on CPUs; the full-size model then uses bfloat16 weights and fused AdamW, as
 ``benchmarks.train_throughput``'s ``plain``), ``fsdp`` (``config/fsdp.yaml``), ``zero2`` /
 ``zero3`` (``config/deepspeed_zero{2,3}.json``, needs DeepSpeed: ``requirements/training-gpu.txt``)
-and ``zero3_offload``. ``--device cpu`` runs everything on CPUs with gloo (the tiny preset is the
-only one that makes sense there); numbers from such a run check the code path and the
-loss/record identity, they are not GPU scaling figures.
+and ``zero3_offload``. ``--device cpu`` runs on CPUs with gloo, ``ddp`` only (DeepSpeed and
+accelerate's FSDP plugin need an accelerator), with the tiny preset; numbers from such a run check
+the code path and the loss/record identity, they are not GPU scaling figures.
 
-Usage::
+Usage (from the repository root; see docs/multi_gpu.md for the GPU hosts)::
 
     # CPU, gloo, tiny preset: 1 and 2 processes (what runs anywhere)
     python -m benchmarks.multi_gpu --device cpu --preset tiny --ranks 1,2
-    # one host with 4 GPUs: small config (DDP) with evaluation, then the 7B shape with ZeRO-3
-    python -m benchmarks.multi_gpu --preset small --strategy ddp --ranks 1,2,4
+    # one host with 4 GPUs: small config with ZeRO-3 plus evaluation, then the 7B shape
+    python -m benchmarks.multi_gpu --preset small --strategy zero3 --ranks 1,2,4 \
+        --global-batch 16 --micro-batch 2 --eval-set sim.render=false
     python -m benchmarks.multi_gpu --preset full --strategy zero3 --ranks 1,2,4 --skip-eval
 
 The driver starts workers like this (``--work-dir`` holds data, logs and per-rank JSON)::
 
     torchrun --standalone --nproc_per_node=2 -m benchmarks.multi_gpu train-worker --preset tiny \
-        --strategy ddp --device cpu --data outputs/multi_gpu/tiny/data --steps 4 ...
+        --strategy ddp --device cpu --data outputs/multi_gpu/tiny_ddp_cpu/data --steps 8 ...
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import logging
 import math
@@ -197,8 +199,6 @@ def _train_callbacks():
 
 def train_overrides(preset: str, strategy: str, device: str, work: Path) -> dict[str, Any]:
     """TrainConfig fields for a preset, memory strategy and device (see the module docstring)."""
-    import importlib.util
-
     from benchmarks.train_throughput import strategy_overrides
 
     out: dict[str, Any] = {}
@@ -531,6 +531,7 @@ def run_eval(opts: StudyOptions, nproc: int, split: Path, policy: str, work: Pat
         "ranks": nproc, "episodes": n, "complete": data["complete"],
         "errors": sum(r.get("status") != "ok" for r in records),
         "steps": sum(len(r.get("actions") or []) for r in records),
+        "stopped": sum(r.get("end_reason") in ("stop", "forced_stop") for r in records),
         "wall_s": wall, "episodes_per_hour_wall": 3600 * n / wall,
         "busiest_rank_s": busiest, "episodes_per_hour": 3600 * n / busiest if busiest else 0.0,
         "sr": data["summary"].get("metrics", {}).get("sr"), "records": records,
@@ -584,16 +585,16 @@ def eval_table(rows: Sequence[dict[str, Any]]) -> str:
 
     done = [r for r in rows if "failed" not in r]
     base = done[0] if done else None
-    header = ["ranks", "episodes", "errors", "policy steps", "SR %", "wall s",
+    header = ["ranks", "episodes", "errors", "ended by STOP", "policy steps", "SR %", "wall s",
               "episodes/h (wall)", "busiest rank s", "episodes/h (episodes only)",
               f"records == {base['ranks'] if base else '-'} rank(s)"]
     table = []
     for row in rows:
         if "failed" in row:
-            table.append([row["ranks"], *["-"] * 8, row["failed"]])
+            table.append([row["ranks"], *["-"] * 9, row["failed"]])
             continue
         diffs = record_differences(base["records"], row["records"])
-        table.append([row["ranks"], row["episodes"], row["errors"], row["steps"],
+        table.append([row["ranks"], row["episodes"], row["errors"], row["stopped"], row["steps"],
                       "-" if row["sr"] is None else f"{100 * row['sr']:.1f}",
                       _fmt(row["wall_s"], 1), _fmt(row["episodes_per_hour_wall"], 0),
                       _fmt(row["busiest_rank_s"], 1), _fmt(row["episodes_per_hour"], 0),
@@ -640,16 +641,32 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
     return result
 
 
+def software_versions() -> str:
+    """Versions of the packages the numbers depend on (those installed)."""
+    out = []
+    for name in ("torch", "transformers", "accelerate", "deepspeed"):
+        if importlib.util.find_spec(name) is None:
+            continue
+        try:
+            from importlib.metadata import version
+
+            out.append(f"{name} {version(name)}")
+        except Exception:  # noqa: BLE001 - a version we cannot read is left out
+            continue
+    return ", ".join(out)
+
+
 def report(result: dict[str, Any], opts: StudyOptions) -> str:
     """The markdown body of a study (tables, commands, notes)."""
-    parts = []
-    cpu = opts.device == "cpu"
-    if cpu:
+    parts = ["- Software: " + software_versions()]
+    if opts.device == "cpu":
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         parts.append(
             f"**CPU / gloo run** ({os.cpu_count()} CPU cores, {opts.threads()} OMP thread(s) "
-            "per rank): this checks the multi-process code path, the loss-curve identity at a "
-            "fixed global batch and the per-episode record identity. It is not a GPU scaling "
-            "claim; with ranks sharing a few cores, samples/s and episodes/h say little.")
+            f"per rank, load average {load} at the end): this checks the multi-process code "
+            "path, the loss-curve identity at a fixed global batch and the per-episode record "
+            "identity. It is not a GPU scaling claim; with ranks sharing a few cores (and other "
+            "jobs), samples/s and episodes/h say little.")
     if result["train"]:
         scaling, curve = train_tables(result["train"], opts.loss_rtol)
         first = next((r for r in result["train"] if "failed" not in r), {"accelerate": "-"})
@@ -760,6 +777,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads_per_rank=args.threads_per_rank, work_dir=args.work_dir,
             loss_rtol=args.loss_rtol, timeout_s=args.timeout,
         )
+        if opts.strategy.startswith("zero") and importlib.util.find_spec("deepspeed") is None:
+            raise BenchmarkError(f"--strategy {opts.strategy} needs DeepSpeed: pip install -r "
+                                 "requirements/training-gpu.txt (or use ddp / fsdp)")
         if opts.device == "cuda" and torch.cuda.device_count() < max(opts.ranks):
             raise BenchmarkError(f"{max(opts.ranks)} ranks asked but {torch.cuda.device_count()} "
                                  "GPUs visible; use --ranks or --device cpu")

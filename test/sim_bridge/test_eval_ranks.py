@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from slurm_helpers import fake_slurm
 
 from benchmarks.multi_gpu import StudyOptions, record_differences, run_study, stable_record
 from sim_bridge.episodes import load_split
@@ -82,3 +83,20 @@ def test_benchmark_driver_cpu_tiny(tmp_path):
     assert ev1["episodes"] == ev2["episodes"] == 2 and ev1["errors"] == 0
     assert record_differences(ev1["records"], ev2["records"]) == []
     assert (tmp_path / "study" / "summary.json").exists()
+
+
+def test_slurm_eval_script_runs_two_ranks_and_merges(split, tmp_path):
+    out = tmp_path / "slurm_eval"
+    proc = subprocess.run(
+        ["bash", "scripts/slurm_eval.sbatch", "--policy", "random", "--split", str(split),
+         "--output-dir", str(out), "--max-steps", "80", "--set", "sim.render=false"],
+        cwd=REPO, env=fake_slurm(tmp_path), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["complete"] and sorted(data["per_shard"]) == ["shard-000-of-002.jsonl",
+                                                              "shard-001-of-002.jsonl"]
+    missing = subprocess.run(["bash", "scripts/slurm_eval.sbatch", "--policy", "random"],
+                             cwd=REPO, env=fake_slurm(tmp_path / "x"), capture_output=True,
+                             text=True)
+    assert missing.returncode == 2 and "--output-dir DIR" in missing.stderr

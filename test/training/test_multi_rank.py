@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from slurm_helpers import fake_slurm
 
 from benchmarks.multi_gpu import (
     BenchmarkError,
@@ -116,3 +117,22 @@ def test_combine_and_failed_rows():
     scaling, curve = train_tables([failed, row], rtol=1e-4)
     assert "out of GPU memory" in scaling and "speed-up vs 2" in scaling
     assert "loss, 2 ranks" in curve and "loss, 4" not in curve
+
+
+def test_slurm_train_script_two_ranks(tiny_set, tmp_path):
+    """scripts/slurm_train.sbatch with srun/scontrol stand-ins: torchrun + c10d, 2 gloo ranks."""
+    out = tmp_path / "sft"
+    proc = subprocess.run(
+        ["bash", "scripts/slurm_train.sbatch", "--config", "config/train_tiny.yaml",
+         "--data", str(tiny_set.root), "--output-dir", str(out), "--max-steps", "2",
+         "--resume", "none"],
+        cwd=REPO, env={**fake_slurm(tmp_path), "OMP_NUM_THREADS": "1"}, capture_output=True,
+        text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "1 node(s) x 2 GPU(s)" in proc.stdout
+    # one RNG state per rank in the checkpoint: two processes trained
+    assert sorted(p.name for p in (out / "checkpoint-2").glob("rng_state_*.pth")) == [
+        "rng_state_0.pth", "rng_state_1.pth"]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+    assert (out / "model.safetensors").exists()
