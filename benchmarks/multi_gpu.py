@@ -315,6 +315,7 @@ class StudyOptions:
     work_dir: str = ""
     loss_rtol: float | None = None
     timeout_s: float = 3600.0
+    reuse: bool = False
 
     def __post_init__(self):
         """Check choices; the message names the option."""
@@ -414,6 +415,14 @@ def prepare_train_data(opts: StudyOptions, work: Path) -> Path:
 def run_train(opts: StudyOptions, nproc: int, data: Path, work: Path,
               save: Path | None = None) -> dict[str, Any]:
     """SFT on ``nproc`` ranks through torchrun; returns the combined result of all ranks."""
+    key = {"part": "train", "ranks": nproc, "device": opts.device,
+           **{k: getattr(opts, k) for k in ("preset", "strategy", "steps", "warmup",
+                                            "global_batch", "micro_batch", "seed", "traj_len")}}
+    row_file = work / f"train_r{nproc}.row.json"
+    if save is None or (save / "config.json").exists():
+        reused = reuse_row(opts, row_file, key)
+        if reused is not None:
+            return reused
     out = work / f"train_r{nproc}"
     shutil.rmtree(out, ignore_errors=True)
     args = ["train-worker", "--preset", opts.preset, "--strategy", opts.strategy,
@@ -428,10 +437,30 @@ def run_train(opts: StudyOptions, nproc: int, data: Path, work: Path,
     try:
         wall = run_logged(cmd, env, log_path, opts.timeout_s)
     except BenchmarkError as err:
-        return failed_row(nproc, shown_command(cmd, env), log_path, err)
+        row = failed_row(nproc, shown_command(cmd, env), log_path, err)
+        row_file.write_text(json.dumps({"key": key, "row": row}) + "\n")
+        return row
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
-    return combine_train_ranks(ranks, opts.global_batch, command=shown_command(cmd, env),
-                               wall_s=wall)
+    row = combine_train_ranks(ranks, opts.global_batch, command=shown_command(cmd, env),
+                              wall_s=wall)
+    row_file.write_text(json.dumps({"key": key, "row": row}) + "\n")
+    return row
+
+
+def reuse_row(opts: StudyOptions, row_file: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """With ``--reuse``: the row an earlier run with the same settings stored, else None.
+
+    Failed rows are reused too (a 1-GPU out-of-memory is not worth a second try); delete the
+    ``*.row.json`` file to run that rank count again.
+    """
+    if not opts.reuse or not row_file.exists():
+        return None
+    stored = json.loads(row_file.read_text())
+    if stored.get("key") != key:
+        log.info("%s was made with other settings; running again", row_file)
+        return None
+    log.info("reusing %s (--reuse)", row_file)
+    return stored["row"]
 
 
 def failed_row(nproc: int, command: str, log_path: Path, err: Exception) -> dict[str, Any]:
@@ -504,9 +533,16 @@ def run_eval(opts: StudyOptions, nproc: int, split: Path, policy: str, work: Pat
     """Evaluate ``split`` on ``nproc`` torchrun ranks; merge; return records and rates."""
     from sim_bridge.evaluate import merge
 
+    width, height = eval_camera(policy, opts)
+    key = {"part": "eval", "ranks": nproc, "device": opts.device, "policy": policy,
+           "width": width, "height": height, "sets": list(opts.eval_sets),
+           **{k: getattr(opts, k) for k in ("eval_episodes", "eval_max_steps", "seed")}}
+    row_file = work / f"eval_r{nproc}.row.json"
+    reused = reuse_row(opts, row_file, key)
+    if reused is not None:
+        return reused
     out = work / f"eval_r{nproc}"
     shutil.rmtree(out, ignore_errors=True)
-    width, height = eval_camera(policy, opts)
     args = ["--split", str(split), "--policy", policy, "--output-dir", str(out),
             "--backend", "embedded", "--width", str(width), "--height", str(height),
             "--max-steps", str(opts.eval_max_steps), "--no-progress"]
@@ -518,7 +554,9 @@ def run_eval(opts: StudyOptions, nproc: int, split: Path, policy: str, work: Pat
     try:
         wall = run_logged(cmd, env, log_path, opts.timeout_s)
     except BenchmarkError as err:
-        return failed_row(nproc, shown_command(cmd, env), log_path, err)
+        row = failed_row(nproc, shown_command(cmd, env), log_path, err)
+        row_file.write_text(json.dumps({"key": key, "row": row}) + "\n")
+        return row
     data = merge(out)  # the driver merges once all ranks are done
     records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     per_shard: dict[int, float] = {}
@@ -527,7 +565,7 @@ def run_eval(opts: StudyOptions, nproc: int, split: Path, policy: str, work: Pat
             (rec.get("timings") or {}).get("episode_s", 0.0))
     busiest = max(per_shard.values()) if per_shard else float("nan")
     n = len(records)
-    return {
+    row = {
         "ranks": nproc, "episodes": n, "complete": data["complete"],
         "errors": sum(r.get("status") != "ok" for r in records),
         "steps": sum(len(r.get("actions") or []) for r in records),
@@ -537,6 +575,8 @@ def run_eval(opts: StudyOptions, nproc: int, split: Path, policy: str, work: Pat
         "sr": data["summary"].get("metrics", {}).get("sr"), "records": records,
         "command": shown_command(cmd, env), "width": width, "height": height,
     }
+    row_file.write_text(json.dumps({"key": key, "row": row}) + "\n")
+    return row
 
 
 def _fmt(x: float, nd: int = 3) -> str:
@@ -733,6 +773,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss-rtol", type=float,
                    help="relative loss tolerance (default 1e-4 on CPU, 2e-2 on GPUs)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per torchrun command")
+    p.add_argument("--reuse", action="store_true",
+                   help="take rows of earlier runs in --work-dir with the same settings instead "
+                        "of running them again (split a study over several calls)")
     p.add_argument("--no-write", action="store_true", help="print only, no results file")
     return p
 
@@ -775,7 +818,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_policy=args.eval_policy, eval_max_steps=args.eval_max_steps,
             eval_width=args.eval_width, eval_height=args.eval_height, eval_sets=args.eval_sets,
             threads_per_rank=args.threads_per_rank, work_dir=args.work_dir,
-            loss_rtol=args.loss_rtol, timeout_s=args.timeout,
+            loss_rtol=args.loss_rtol, timeout_s=args.timeout, reuse=args.reuse,
         )
         if opts.strategy.startswith("zero") and importlib.util.find_spec("deepspeed") is None:
             raise BenchmarkError(f"--strategy {opts.strategy} needs DeepSpeed: pip install -r "

@@ -5,6 +5,7 @@ shard; here ``torchrun -m sim_bridge.evaluate`` runs the real two-process job, a
 (timings, finish time and shard dropped) are compared with an in-process single-rank run.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -83,6 +84,13 @@ def test_benchmark_driver_cpu_tiny(tmp_path):
     assert ev1["episodes"] == ev2["episodes"] == 2 and ev1["errors"] == 0
     assert record_differences(ev1["records"], ev2["records"]) == []
     assert (tmp_path / "study" / "summary.json").exists()
+    # --reuse: the same settings take the stored rows, nothing runs again
+    again = run_study(dataclasses.replace(opts, reuse=True))
+    assert again["train"] == result["train"] and [r["records"] for r in again["eval"]] == [
+        r["records"] for r in result["eval"]]
+    changed = dataclasses.replace(opts, reuse=True, eval_max_steps=5, train=False,
+                                  eval_policy=str(tmp_path / "study" / "trained_policy"))
+    assert run_study(changed)["eval"][0]["steps"] <= 2 * 5  # other settings: it ran again
 
 
 def test_slurm_eval_script_runs_two_ranks_and_merges(split, tmp_path):
