@@ -325,6 +325,9 @@ class StudyOptions:
             raise BenchmarkError(f"--strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.device not in ("cuda", "cpu"):
             raise BenchmarkError(f"--device must be cuda or cpu, got {self.device!r}")
+        if self.device == "cpu" and self.strategy != "ddp":
+            raise BenchmarkError(f"--strategy {self.strategy} needs GPUs (DeepSpeed and "
+                                 "accelerate's FSDP plugin); on CPUs use ddp")
         if not self.ranks or min(self.ranks) < 1:
             raise BenchmarkError(f"--ranks must be positive integers, got {self.ranks}")
         self.ranks = sorted(set(self.ranks))

@@ -100,6 +100,8 @@ def test_global_batch_arithmetic():
         StudyOptions(device="cpu", ranks=[1, 2, 4], global_batch=4, micro_batch=2)
     with pytest.raises(BenchmarkError, match="trained needs the SFT part"):
         StudyOptions(device="cpu", ranks=[1], train=False)
+    with pytest.raises(BenchmarkError, match="needs GPUs"):
+        StudyOptions(device="cpu", strategy="fsdp")
     opts = StudyOptions(device="cpu", ranks=[2, 1, 2], global_batch=4)
     assert opts.ranks == [1, 2] and opts.loss_rtol == 1e-4
 
