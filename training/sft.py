@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 import yaml
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from janus_core.checkpoint import (
     CheckpointError,
@@ -560,6 +560,7 @@ def build_trainer(
     partitions the finished model when the Trainer starts.
     """
     if model is None:
+        set_seed(cfg.seed)  # random initialisation (whole preset, new merger) is reproducible
         with zero3_init_disabled():  # a previous ZeRO-3 run in this process may have set it
             model, tokenizer = build_training_model(cfg, training_device(cfg))
     elif tokenizer is None:
