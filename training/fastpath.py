@@ -111,6 +111,68 @@ def regroup_batched(patch_tokens: Tensor, geometry: Geometry) -> Tensor:
     return x.reshape(*lead, hm * wm, m * m * c)
 
 
+# ---- ViT ----------------------------------------------------------------------------------------
+
+
+class FrameEncoder:
+    """The Qwen ViT over ``n`` images of the model's one geometry, with its plan cached.
+
+    transformers' vision forward builds the rotary table and the window order with a Python loop
+    over the images (several device syncs per image when ``grid_thw`` is on the GPU). All frames
+    here share one grid, so the plan for ``n`` images is one image's plan tiled, built once per
+    ``n``; the blocks, merger and reordering are the stock modules (same result as
+    :meth:`janus_core.model.JanusVLNModel.encode_images`, tested).
+    """
+
+    def __init__(self, model: JanusVLNModel, keep: int = 8):
+        self.model = model
+        self.visual = model.qwen.model.visual
+        self.grid = model.geometry.qwen_grid
+        self.keep = keep
+        self._plans: dict[tuple[int, str], tuple] = {}
+
+    def _plan(self, n: int, device: torch.device) -> tuple:
+        key = (n, str(device))
+        if key in self._plans:
+            return self._plans[key]
+        v = self.visual
+        gh, gw = self.grid
+        unit = v.spatial_merge_unit
+        per_image = gh * gw  # patches
+        grid1 = torch.tensor([[1, gh, gw]])
+        rot1 = v.rot_pos_emb(grid1).to(device)  # [patches, d/2]
+        win1, cu1 = v.get_window_index(grid1)
+        merged = per_image // unit
+        window_index = torch.cat([win1 + k * merged for k in range(n)]).to(device)
+        cu = [0] + [c + k * per_image for k in range(n) for c in cu1[1:]]
+        cu_window = torch.unique_consecutive(torch.tensor(cu, dtype=torch.int32, device=device))
+        cu_full = torch.arange(0, n + 1, dtype=torch.int32, device=device) * per_image
+        rot = rot1.repeat(n, 1).reshape(n * merged, unit, -1)[window_index].reshape(
+            n * per_image, -1)
+        emb = torch.cat((rot, rot), dim=-1)
+        plan = (window_index, cu_window, cu_full, (emb.cos(), emb.sin()),
+                torch.argsort(window_index))
+        if len(self._plans) >= self.keep:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[key] = plan
+        return plan
+
+    def __call__(self, pixel_values: Tensor, n: int) -> Tensor:
+        """``n`` images' Qwen patches -> ``[n, tokens_per_image, hidden]``."""
+        v = self.visual
+        window_index, cu_window, cu_full, position_embeddings, reverse = self._plan(
+            n, pixel_values.device)
+        hs = v.patch_embed(pixel_values.to(self.model.device))
+        seq = hs.shape[0]
+        unit = v.spatial_merge_unit
+        hs = hs.reshape(seq // unit, unit, -1)[window_index].reshape(seq, -1)
+        for i, block in enumerate(v.blocks):
+            cu = cu_full if i in v.fullatt_block_indexes else cu_window
+            hs = block(hs, cu_seqlens=cu, position_embeddings=position_embeddings)
+        hs = v.merger(hs)[reverse]
+        return hs.view(n, -1, hs.shape[-1])
+
+
 # ---- VGGT ----------------------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from janus_core.actions import Action
 from janus_core.model import JanusVLNModel
 from janus_core.processor import JanusProcessor, sample_history
 from training.fastpath import (
+    FrameEncoder,
     PromptBank,
     autocast_for,
     build_llm_batch,
@@ -52,6 +53,7 @@ class LockstepPolicy:
         self.processor = processor
         self.cfg = model.cfg
         self.prompts = PromptBank(model, processor)
+        self.encoder = FrameEncoder(model)
         self.kv_cache = kv_cache
         eos = processor.tokenizer.eos_token_id
         self.eos = {int(eos)} if eos is not None else set()
@@ -97,9 +99,8 @@ class LockstepPolicy:
             vggt = None
             if model.vggt is not None:
                 vggt = merge_vggt(model, vggt_step_features(model, images, self.cache))
-            pixel_values, grid = qwen_patches(images, geo, cfg.qwen.temporal_patch_size)
-            vit = model.encode_images(pixel_values, grid).view(B, geo.tokens_per_image,
-                                                               hidden_size)
+            pixel_values, _ = qwen_patches(images, geo, cfg.qwen.temporal_patch_size)
+            vit = self.encoder(pixel_values, B)
         self._vit.append(vit)
         self.step += 1
         idx = sample_history(t, cfg.memory.num_history)

@@ -36,7 +36,8 @@ Stages of ``--stage train``:
    classic DAgger) or the executed one (``executed``, the release); then SFT continues on the
    expert data plus the model's own DAgger data.
 6. **Save** each model in the release's checkpoint layout (bf16 safetensors) and as one tar in
-   ``--out-dir``, with ``recipe_train.json`` (settings, seeds, counts, timings, losses).
+   ``--out-dir``, with ``recipe_train.json`` (settings, seeds, counts, timings, losses;
+   ``recipe_train_<variants>.json`` when only some variants are trained, e.g. one per GPU).
 
 ``--stage eval`` evaluates the checkpoints and the random / forward-only / expert baselines with
 :func:`sim_bridge.evaluate.evaluate` and the real policy (``janus_core.policy.build_policy``), one
@@ -480,10 +481,20 @@ def run_train(cfg: RecipeConfig, work: Path, out: Path) -> dict[str, Any]:
         record["checkpoints"][t.name] = {"dir": str(path), "tar": str(tar),
                                          "bytes": (path / "model.safetensors").stat().st_size}
     record["timings"]["total_s"] = clock.elapsed()
-    (out / "recipe_train.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    (out / train_record_name(cfg)).write_text(json.dumps(record, indent=2, default=str) + "\n")
     log.info("train stage done in %.0f s; checkpoints %s", clock.elapsed(),
              {k: v["tar"] for k, v in record["checkpoints"].items()})
     return record
+
+
+def train_record_name(cfg: RecipeConfig) -> str:
+    """``recipe_train.json`` for all three variants, else ``recipe_train_<variants>.json``.
+
+    (So that one process per variant, e.g. one per GPU, can share an output folder.)
+    """
+    if sorted(cfg.models) == sorted(VARIANTS):
+        return "recipe_train.json"
+    return f"recipe_train_{'-'.join(cfg.models)}.json"
 
 
 def _tag(record: Any) -> str:

@@ -41,6 +41,7 @@ from janus_core.checkpoint import save_checkpoint
 from janus_core.model import JanusVLNModel
 from janus_core.processor import JanusProcessor, sample_history
 from training.fastpath import (
+    FrameEncoder,
     PromptBank,
     autocast_for,
     build_llm_batch,
@@ -67,6 +68,7 @@ class SFTSettings:
     trajectories_per_step: int = 4
     samples_per_trajectory: int = 64
     stop_weight: float = 2.0
+    aux_weight: float = 0.0  # auxiliary action head on each frame's fused visual tokens; 0: off
     steps: int = 0  # 0: fit the number of steps to the time budget
     max_steps: int = 100_000
     time_budget_s: float = 0.0
@@ -135,14 +137,23 @@ class ModelTrainer:
         self.settings = settings
         self.cfg = model.cfg
         self.prompts = PromptBank(model, processor)
+        self.encoder = FrameEncoder(model)
         tok = processor.tokenizer
         eos = tok.eos_token_id
         self.answers = {int(a): tok(a.name, add_special_tokens=False)["input_ids"] + [eos]
                         for a in Action}
         model.set_trainable(llm=True, merger=True, vit=True, vggt=True)
         model.train()
+        self.aux_head = None
+        if settings.aux_weight > 0:  # training only: not part of the model or its checkpoint
+            geo = model.geometry
+            self.aux_head = torch.nn.Linear(geo.tokens_per_image * self.cfg.qwen.hidden_size,
+                                            len(Action), device=model.device)
         decay, no_decay = [], []
-        for pname, p in model.named_parameters():
+        params = list(model.named_parameters())
+        if self.aux_head is not None:
+            params += [(f"aux_head.{n}", p) for n, p in self.aux_head.named_parameters()]
+        for pname, p in params:
             if p.requires_grad:
                 (decay if p.ndim >= 2 and "embed_tokens" not in pname else no_decay).append(p)
         fused = model.device.type == "cuda"
@@ -173,10 +184,10 @@ class ModelTrainer:
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         frames = torch.cat([bank.frames_of(i) for i in records]).to(model.device)
         images = frames_to_images(frames)
-        n_frames, tok = len(images), geo.tokens_per_image
+        n_frames = len(images)
         with autocast_for_training(model):
-            pixel_values, grid = qwen_patches(images, geo, self.cfg.qwen.temporal_patch_size)
-            vit = model.encode_images(pixel_values, grid).view(n_frames, tok, hidden_size)
+            pixel_values, _ = qwen_patches(images, geo, self.cfg.qwen.temporal_patch_size)
+            vit = self.encoder(pixel_values, n_frames)
             vggt = None
             if model.vggt is not None:
                 t_max = max(lengths)
@@ -222,6 +233,16 @@ class ModelTrainer:
         w_t = torch.tensor(w, device=dev)
         ce = F.cross_entropy(logits, targets_t, reduction="none")
         loss = (ce * w_t).sum() / w_t.sum()
+        aux = None
+        if self.aux_head is not None:
+            # every frame's own fused tokens -> that frame's label (the visual encoders learn
+            # action-relevant features directly, not only through the LLM)
+            fused = vit if vggt is None else vit + model.lam * vggt.to(vit.dtype)
+            frame_labels = torch.tensor([a for i in records for a in bank.records[i].labels],
+                                        device=dev)
+            aux = F.cross_entropy(self.aux_head(fused.reshape(n_frames, -1).float()),
+                                  frame_labels)
+            loss = loss + s.aux_weight * aux
         with torch.no_grad():
             right = (logits.argmax(-1) == targets_t).float()
             per_sample = torch.zeros(len(prompts), device=dev).index_add_(
@@ -233,6 +254,7 @@ class ModelTrainer:
             "loss": float(loss.detach()),
             "acc": float(correct.float().mean()),
             "stop_acc": float(correct[stop].float().mean()) if bool(stop.any()) else float("nan"),
+            "aux": float(aux.detach()) if aux is not None else float("nan"),
             "samples": float(len(prompts)),
             "frames": float(n_frames),
         }
@@ -254,7 +276,10 @@ class ModelTrainer:
         loss, stats = self.batch_loss(bank, records, rng)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        params = list(self.model.parameters())
+        if self.aux_head is not None:
+            params += list(self.aux_head.parameters())
+        norm = torch.nn.utils.clip_grad_norm_(params, self.settings.grad_clip)
         self.optimizer.step()
         self.step_count += 1
         stats.update(lr=lr, grad_norm=float(norm), step=float(self.step_count))
@@ -318,9 +343,9 @@ def train_models(trainers: Sequence[ModelTrainer], pools: dict[str, Sequence[int
                 entry["elapsed_s"] = time.perf_counter() - start
                 logs[t.name].append(entry)
                 running[t.name] = []
-                log.info("SFT %s step %d/%d: loss %.4f acc %.3f stop_acc %.3f lr %.2e", t.name,
-                         step, total, entry["loss"], entry["acc"], entry["stop_acc"],
-                         entry["lr"])
+                log.info("SFT %s step %d/%d: loss %.4f acc %.3f stop_acc %.3f aux %.3f lr %.2e",
+                         t.name, step, total, entry["loss"], entry["acc"], entry["stop_acc"],
+                         entry["aux"], entry["lr"])
     _sync(trainers)
     return {"steps": step, "seconds": time.perf_counter() - start, "log": logs}
 

@@ -11,6 +11,7 @@ from janus_core.policy import JanusVLNPolicy
 from janus_core.processor import JanusProcessor, sample_history
 from janus_core.tokenizer import build_tokenizer
 from training.fastpath import (
+    FrameEncoder,
     PromptBank,
     build_llm_batch,
     causal_vggt_features,
@@ -59,6 +60,18 @@ def test_qwen_patches_match_the_processor(setup):
     images = frames_to_images(torch.from_numpy(np.stack(resized[:3])))
     pv2, grid2 = qwen_patches(images, proc.geometry)
     assert torch.equal(grid, grid2) and torch.allclose(pv, pv2, atol=1e-6)
+
+
+def test_frame_encoder_equals_the_stock_vision_forward(setup):
+    _, model, _, proc, _, resized = setup
+    images = frames_to_images(torch.from_numpy(np.stack(resized[:5])))
+    pv, grid = qwen_patches(images, proc.geometry)
+    enc = FrameEncoder(model)
+    with torch.no_grad():
+        ref = model.encode_images(pv, grid).view(5, proc.geometry.tokens_per_image, -1)
+        torch.testing.assert_close(enc(pv, 5), ref, atol=1e-6, rtol=1e-5)
+        patches = proc.geometry.qwen_grid[0] * proc.geometry.qwen_grid[1]
+        torch.testing.assert_close(enc(pv[: 2 * patches], 2), ref[:2], atol=1e-6, rtol=1e-5)
 
 
 def test_causal_vggt_equals_streaming_through_the_cache(setup):

@@ -1,0 +1,113 @@
+"""``janus-vln demo``: one episode, metrics printed, an mp4 and a top-down map written."""
+
+import dataclasses
+
+import imageio.v2 as imageio
+import pytest
+from PIL import Image
+
+from janus_vln_ros import demo
+
+
+@pytest.fixture(scope="module")
+def short_split(tmp_path_factory):
+    """Two short val_unseen-style episodes (generated, 1.5-3 m) for fast demo runs."""
+    from sim_bridge.generate import GenerateConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("demo_split")
+    cfg = GenerateConfig(splits={"val_unseen": 2}, seed=0, min_geodesic=1.5, max_geodesic=3.0,
+                         mean_geodesic=2.2, std_geodesic=0.3, episodes_per_scene=2)
+    return generate_dataset(out, cfg)["val_unseen"]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A random-weight tiny JanusVLN saved in the release layout, camera 160x120."""
+    from janus_core.checkpoint import save_checkpoint
+    from janus_core.config import ImageConfig, load_config
+    from janus_core.model import build_model
+    from janus_core.tokenizer import build_tokenizer
+
+    cfg = load_config("tiny").replace(
+        image=ImageConfig(input_width=160, input_height=120, target_width=112), max_new_tokens=3)
+    path = tmp_path_factory.mktemp("ckpt") / "janusvln-tiny"
+    save_checkpoint(build_model(cfg, device="cpu", dtype="float32"), build_tokenizer(cfg), cfg,
+                    path)
+    return path
+
+
+def _frames(path):
+    with imageio.get_reader(str(path)) as reader:
+        return reader.count_frames()
+
+
+def test_missing_weights_fall_back_to_the_expert(tmp_path, short_split, capsys):
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    out = tmp_path / "out"
+    code = demo.main(["--model", str(empty), "--split", str(short_split), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "weights are not in" in captured.err and "EXPERT" in captured.err
+    assert "Outcome: SUCCESS" in captured.out and "| Episodes |" in captured.out
+    record = demo.episode_record(out / "run")
+    video, png = out / "episode_1.mp4", out / "episode_1_map.png"
+    assert _frames(video) == len(record["positions"])  # one frame per pose, the start included
+    assert Image.open(png).size[1] == 720
+
+
+def test_demo_runs_a_checkpoint_on_the_cpu(tmp_path, short_split, tiny_checkpoint, capsys):
+    out = tmp_path / "out"
+    code = demo.main(["--model", str(tiny_checkpoint), "--split", str(short_split),
+                      "--episode", "2", "--out", str(out), "--max-steps", "6", "--threads", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "Policy: janusvln-tiny" in captured.out and "Episode 2" in captured.out
+    record = demo.episode_record(out / "run")
+    assert 1 <= record["metrics"]["steps"] <= 6
+    assert (out / "episode_2.mp4").stat().st_size > 0 and (out / "episode_2_map.png").exists()
+    # a second run replaces the first
+    assert demo.main(["--model", str(tiny_checkpoint), "--split", str(short_split),
+                      "--episode", "2", "--out", str(out), "--max-steps", "2"]) == 0
+    assert demo.episode_record(out / "run")["metrics"]["steps"] <= 2
+
+
+def test_bad_input_is_one_clear_error(tmp_path, short_split, caplog):
+    assert demo.main(["--model", "expert", "--split", str(short_split), "--episode", "99",
+                      "--out", str(tmp_path)]) == 2
+    assert "episode 99 is not in" in caplog.text
+    assert demo.main(["--model", "expert", "--split", str(tmp_path / "none.json.gz"),
+                      "--out", str(tmp_path)]) == 2
+    with pytest.raises(demo.DemoError, match="no such folder"):
+        demo.choose_policy(str(tmp_path / "missing"))
+
+
+def test_shipped_demo_episodes_are_the_first_val_unseen_episodes(tmp_path):
+    """The committed split is what ``sim_bridge.generate --splits val_unseen:N --seed 0`` makes."""
+    from sim_bridge.episodes import find_gt_path, load_split
+    from sim_bridge.generate import GenerateConfig, generate_dataset
+
+    shipped = load_split(demo.DEFAULT_SPLIT, gt_path=find_gt_path(demo.DEFAULT_SPLIT))
+    fresh_path = generate_dataset(tmp_path, GenerateConfig(splits={"val_unseen": len(shipped)},
+                                                           seed=0))["val_unseen"]
+    fresh = load_split(fresh_path, gt_path=find_gt_path(fresh_path))
+    fields = ("episode_id", "scene_id", "start_position", "start_rotation", "instruction",
+              "reference_path", "gt_actions")
+    for a, b in zip(shipped, fresh):
+        assert {f: getattr(a, f) for f in fields} == {f: getattr(b, f) for f in fields}
+        assert dataclasses.asdict(a.goals[0]) == dataclasses.asdict(b.goals[0])
+    assert {ep.scene_id for ep in shipped} == {"embedded:apt_10000", "embedded:apt_10001"}
+
+
+@pytest.mark.slow
+def test_demo_through_the_ros_nodes(tmp_path, short_split, capsys):
+    pytest.importorskip("rclpy")
+    out = tmp_path / "out"
+    code = demo.main(["--model", "expert", "--split", str(short_split), "--out", str(out),
+                      "--ros"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "through the ROS nodes" in captured.out
+    record = demo.episode_record(out / "ros")
+    assert record["metrics"]["sr"] == 1.0
+    assert _frames(out / "episode_1.mp4") == len(record["positions"])
