@@ -330,8 +330,11 @@ class NavGrid:
             r0 = 0.5 * self.cell
             phi = np.hypot(self._gx - gx, self._gz - gz) - r0
         masked = np.ma.MaskedArray(phi, ~self.navigable)
-        dist = skfmm.distance(masked, dx=self.cell, order=2)
-        out = np.ma.filled(dist, np.inf).astype(np.float64) + r0
+        try:
+            dist = skfmm.distance(masked, dx=self.cell, order=2)
+            out = np.ma.filled(dist, np.inf).astype(np.float64) + r0
+        except ValueError:  # no zero level set: the goal's disc covers its whole (tiny) island
+            out = np.full(self.shape, np.inf)
         near = phi < 0
         out[near & self.navigable] = (phi + r0)[near & self.navigable]
         out[~self.navigable] = np.inf

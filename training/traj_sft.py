@@ -142,6 +142,10 @@ class ModelTrainer:
         eos = tok.eos_token_id
         self.answers = {int(a): tok(a.name, add_special_tokens=False)["input_ids"] + [eos]
                         for a in Action}
+        if model.device.type == "cuda":
+            # PyTorch 2.11's cuDNN SDPA backward failed on an H200 ("mha_graph.execute ...
+            # is_good()") for these shapes; the flash / memory-efficient kernels are used instead
+            torch.backends.cuda.enable_cudnn_sdp(False)
         model.set_trainable(llm=True, merger=True, vit=True, vggt=True)
         model.train()
         self.aux_head = None

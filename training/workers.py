@@ -263,8 +263,15 @@ class _Worker:
         for eid in episode_ids:
             ep = episodes[str(eid)]
             rec = _Recorder(self.resize, sim)
-            result = expert_rollout(sim, ep, cfg, rec)
             name = trajectory_name(ep.scene_id, "r2r", ep.episode_id)
+            try:
+                result = expert_rollout(sim, ep, cfg, rec)
+            except Exception as err:  # a simulator failure skips this episode, not the collection
+                log.warning("collect: episode %s failed (%s: %s); skipped", ep.episode_id,
+                            type(err).__name__, err)
+                out.append({"name": name, "kept": False, "frames": 0, "error": str(err),
+                            "distance_to_goal": float("nan")})
+                continue
             item = {"name": name, "kept": bool(result["keep"]), "frames": len(rec.frames),
                     "distance_to_goal": float(result["distance_to_goal"])}
             if result["keep"]:

@@ -239,3 +239,14 @@ def test_all_rooms_reachable_in_generated_apartments():
             reach = main[i0:i1, j0:j1]
             assert reach.sum() >= 0.9 * nav.sum(), (seed, room.name)
             assert reach.sum() > 0.25 * nav.size, (seed, room.name)
+
+
+def test_goal_on_a_one_cell_island_is_reachable_only_there():
+    """A goal whose disc covers its whole island (no zero level set for fast marching)."""
+    g = NavGrid(two_rooms())
+    g.navigable = np.zeros_like(g.navigable)
+    i, j = 30, 30
+    g.navigable[i, j] = True  # one isolated navigable cell
+    x, z = g.cell_center(i, j)
+    assert g.geodesic_distance([x, 0.0, z], [x, 0.0, z]) < g.cell
+    assert math.isinf(g.geodesic_distance([1.0, 0.0, 1.0], [x, 0.0, z]))
