@@ -341,6 +341,15 @@ def dagger_round(pool: WorkerPool, model: Any, processor: JanusProcessor, cfg: R
         engine.reset([first[s]["instruction"] for s in range(len(wave))])
         active = [True] * len(wave)
         while any(active):
+            if deadline is not None and time.monotonic() > deadline:  # end the wave where it is
+                log.warning("DAgger %s: deadline reached mid-wave; %d episodes truncated", tag,
+                            sum(active))
+                results = pool.call_many("dagger_truncate", {
+                    w: {"slots": [s for s in owner if owner[s] == w and active[s]], "tag": tag}
+                    for w in sorted({owner[s] for s in owner if active[s]})})
+                summaries += [item["summary"] for res in results.values()
+                              for item in res.values()]
+                break
             actions = engine.act(frames, active)
             steps += sum(active)
             payloads: dict[int, dict[str, Any]] = {}

@@ -340,6 +340,11 @@ def train_models(trainers: Sequence[ModelTrainer], pools: dict[str, Sequence[int
                     t.total_steps = total
                 log.info("SFT: %.3f s per step (%d model(s)); %d steps fit in %.0f s",
                          per_step, len(trainers), total, settings.time_budget_s)
+            elif (settings.time_budget_s > 0 and step < total
+                  and time.perf_counter() - start > settings.time_budget_s):
+                log.warning("SFT: time budget %.0f s spent after %d of %d steps; stopping",
+                            settings.time_budget_s, step, total)
+                total = step  # steps slowed down after the estimate: the budget is a hard limit
         if step % settings.log_every == 0 or step == total:
             for t in trainers:
                 entry = _mean(running[t.name])

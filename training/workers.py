@@ -184,6 +184,11 @@ class _DaggerEnv:
             return
         self._prepare()
 
+    def truncate(self) -> None:
+        """End the episode before its next action (the frame waiting for it is dropped)."""
+        del self.frames[len(self.labels):]
+        self.done = True
+
     def summary(self) -> dict[str, Any]:
         from training.dagger_rules import keep_episode, path_ratio
 
@@ -302,8 +307,6 @@ class _Worker:
         return out
 
     def dagger_step(self, actions: dict[int, int], tag: str) -> dict[int, dict[str, Any]]:
-        from training.annotations import trajectory_name
-
         out = {}
         for slot, action in actions.items():
             env = self._envs[slot]
@@ -311,14 +314,28 @@ class _Worker:
             if not env.done:
                 out[slot] = {"frame": env.frames[-1], "done": False}
                 continue
-            summary = env.summary()
-            if summary["keep"]:
-                ep = env.episode
-                name = trajectory_name(ep.scene_id, "dagger", ep.episode_id)
-                self.writer(tag).add(name, ep.instruction, env.frames, env.labels,
-                                     source="dagger", **summary)
-            out[slot] = {"done": True, "summary": summary}
+            out[slot] = self._finish_dagger(env, tag)
         return out
+
+    def dagger_truncate(self, slots: Sequence[int], tag: str) -> dict[int, dict[str, Any]]:
+        """End these episodes where they are (a deadline passed); kept ones are written."""
+        out = {}
+        for slot in slots:
+            env = self._envs[slot]
+            env.truncate()
+            out[slot] = self._finish_dagger(env, tag)
+        return out
+
+    def _finish_dagger(self, env: _DaggerEnv, tag: str) -> dict[str, Any]:
+        from training.annotations import trajectory_name
+
+        summary = env.summary()
+        if summary["keep"]:
+            ep = env.episode
+            name = trajectory_name(ep.scene_id, "dagger", ep.episode_id)
+            self.writer(tag).add(name, ep.instruction, env.frames, env.labels,
+                                 source="dagger", **summary)
+        return {"done": True, "summary": summary}
 
     def eval(self, spec: str, checkpoint: str | None, cfg: dict[str, Any]) -> dict[str, Any]:
         from sim_bridge.evaluate import EvalConfig, evaluate, make_sim

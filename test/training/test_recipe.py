@@ -204,3 +204,38 @@ def test_recipe_eval_table_and_unseen_apartments(recipe_run):
 
     train = {scene_seed(e.scene_id) for e in load_split(work / "data/train/train.json.gz")}
     assert min(train) >= cfg.train_seed * 100_000
+
+
+class _ClockAfter:
+    """A stand-in for the ``time`` module whose monotonic clock jumps after ``calls`` reads."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def monotonic(self):
+        self.calls -= 1
+        return 0.0 if self.calls >= 0 else 1.0e12
+
+
+def test_dagger_deadline_ends_a_wave_mid_way(recipe_run, tmp_path, monkeypatch):
+    """A deadline passing inside a lockstep wave ends its episodes at once (frames == labels)."""
+    from sim_bridge.episodes import load_split
+    from training import recipe
+    from training.workers import WorkerPool, WorkerSettings
+
+    cfg, work, _, _, _ = recipe_run
+    c = variant_config(cfg, "full")
+    split = work / "data" / "train" / "train.json.gz"
+    ids = [str(ep.episode_id) for ep in load_split(split)][:2]
+    torch.manual_seed(0)
+    model = build_model(c, device="cpu", dtype=torch.float32)
+    processor = JanusProcessor(c, build_tokenizer(c))
+    settings = WorkerSettings(sim=recipe.sim_settings(cfg, c), geometry=recipe._geometry(c),
+                              store_dir=str(tmp_path / "store"))
+    # reads: t0, the wave's check, the first step's check -> one step; then the deadline is past
+    monkeypatch.setattr(recipe, "time", _ClockAfter(3))
+    with WorkerPool(1, settings) as pool:
+        stats = recipe.dagger_round(pool, model, processor, cfg, split, ids, "dagger-cut", 1.0)
+    assert stats["episodes"] == 2 and stats["steps"] == 2
+    store = TrajectoryStore(tmp_path / "store")
+    assert all(r.length == len(r.labels) <= 1 for r in store.records)
