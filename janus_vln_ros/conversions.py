@@ -78,7 +78,7 @@ def numpy_to_image(
             f"encoding: array of shape {array.shape} does not fit {encoding!r} "
             f"({channels} channel(s))"
         )
-    if array.dtype != dtype:
+    if array.dtype.newbyteorder("=") != dtype:  # any byte order: written little-endian below
         raise ImageConversionError(
             f"encoding: array dtype {array.dtype} does not fit {encoding!r} (needs {dtype})"
         )
@@ -134,19 +134,29 @@ def compressed_to_numpy(msg: CompressedImage, unchanged: bool = False) -> np.nda
             f"data: cannot decode {data.size} bytes as format {msg.format!r} (corrupt or truncated)"
         )
     if unchanged:
-        return decoded if decoded.ndim == 2 else np.ascontiguousarray(decoded[:, :, ::-1])
+        return decoded if decoded.ndim == 2 else _swap_red_blue(decoded)
     return np.ascontiguousarray(decoded[:, :, ::-1])
+
+
+def _swap_red_blue(array: np.ndarray) -> np.ndarray:
+    """RGB <-> BGR, or RGBA <-> BGRA (alpha stays last), as a contiguous copy."""
+    order = [2, 1, 0, 3] if array.shape[2] == 4 else [2, 1, 0]
+    return np.ascontiguousarray(array[:, :, order])
 
 
 def numpy_to_compressed(
     array: np.ndarray, fmt: str = "jpeg", quality: int = 90, stamp=None, frame_id: str = ""
 ) -> CompressedImage:
-    """Encode an RGB (HxWx3 uint8) or single-channel image as JPEG or PNG."""
+    """Encode an RGB, RGBA (JPEG drops alpha) or single-channel (HxW) image as JPEG or PNG."""
     if fmt not in ("jpeg", "png"):
         raise ImageConversionError(f"format: unsupported {fmt!r}; use 'jpeg' or 'png'")
     array = np.asarray(array)
-    if array.ndim == 3:
-        array = np.ascontiguousarray(array[:, :, ::-1])  # OpenCV wants BGR
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        array = _swap_red_blue(array)  # OpenCV wants BGR(A)
+    elif array.ndim != 2:
+        raise ImageConversionError(
+            f"data: array of shape {array.shape} is neither HxW nor HxWx3/HxWx4"
+        )
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpeg" else []
     ok, buf = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", array, params)
     if not ok:

@@ -109,6 +109,49 @@ def test_first_step_equals_release_forward():
     torch.testing.assert_close(policy.last_scores, torch.stack(expected), rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("changes", [{"use_vggt": False}, {"lam": 0.0}])
+def test_streaming_and_reference_policies_give_the_same_action_logits(changes):
+    """The two policies side by side on one model and one seeded episode, nothing evicted.
+
+    The only by-design difference left while reference shows every frame (t <= 8) is the VGGT
+    fusion (reference tiles the current frame's block onto every image), so it is switched off
+    (no VGGT branch, or lam = 0). Reference's own prefill inputs (its re-encoded ViT features,
+    fusion and prompt) are captured and each candidate is scored on top of them.
+    """
+    cfg = small_cfg(memory=dataclasses.replace(small_cfg().memory, semantic_initial=8,
+                                               semantic_recent=48), **changes)
+    torch.manual_seed(4)
+    model = build_model(cfg, device="cpu", dtype="float32")
+    with torch.no_grad():
+        for p in model.qwen.model.language_model.parameters():
+            if p.ndim == 2:
+                p.mul_(10.0)
+    proc = JanusProcessor(cfg, tokenizer_for(cfg))
+    reference, streaming = JanusVLNPolicy(model, proc), StreamingPolicy(model, proc)
+    captured = []
+    greedy = model.greedy_generate
+    model.greedy_generate = lambda *args: captured.append(args[:3]) or greedy(*args)
+    reference.reset(INSTRUCTION)
+    streaming.reset(INSTRUCTION)
+    embed = model.qwen.get_input_embeddings()
+    for rgb in frames(cfg, 9, seed=3):
+        reference.act(Observation(rgb=rgb))
+        result = streaming.act(Observation(rgb=rgb))
+        input_ids, inputs_embeds, grid = captured[-1]
+        scores = []
+        for cand in streaming.layout.candidates:
+            ids = torch.cat([input_ids, torch.tensor([cand])], 1)
+            with torch.no_grad():
+                embeds = torch.cat([inputs_embeds, embed(torch.tensor([cand]))], 1)
+                pos, _ = model.rope_positions(ids, grid)
+                logp = model.qwen(inputs_embeds=embeds, position_ids=pos).logits[0].log_softmax(-1)
+            rows = torch.arange(input_ids.shape[1] - 1, ids.shape[1] - 1)
+            scores.append(logp[rows, torch.tensor(cand)].sum())
+        torch.testing.assert_close(streaming.last_scores, torch.stack(scores), rtol=0, atol=1e-4)
+        assert result.action == Action(int(torch.stack(scores).argmax()))
+    assert streaming.last_evicted is None and grid.shape[0] == 9  # reference showed all 9 frames
+
+
 def test_each_frame_goes_through_the_encoders_once():
     policy = make_policy(sharpen=False)
     visual = policy.model.qwen.model.visual

@@ -131,3 +131,21 @@ def test_corrupt_or_empty_jpeg_is_rejected():
         compressed_to_numpy(bad)
     with pytest.raises(ImageConversionError, match="empty"):
         compressed_to_numpy(CompressedImage(format="jpeg"))
+
+
+@pytest.mark.parametrize("encoding", ["16UC1", "32FC1", "mono16"])
+def test_big_endian_array_is_written_little_endian(encoding):
+    array = random_array(encoding)
+    msg = numpy_to_image(array.astype(array.dtype.newbyteorder(">")), encoding)
+    assert msg.is_bigendian == 0
+    np.testing.assert_array_equal(image_to_numpy(msg), array)
+
+
+def test_compressed_rgba_keeps_channel_order():
+    rgba = random_array("rgba8", 8, 8)
+    png = compressed_to_numpy(numpy_to_compressed(rgba, "png"), unchanged=True)
+    np.testing.assert_array_equal(png, rgba)  # lossless, alpha last
+    np.testing.assert_array_equal(compressed_to_numpy(numpy_to_compressed(rgba, "png")),
+                                  rgba[:, :, :3])
+    with pytest.raises(ImageConversionError, match="data"):
+        numpy_to_compressed(np.zeros((4, 4, 2), np.uint8), "png")

@@ -173,6 +173,8 @@ def ensure_active(nav: NavigatorUnderTest):
         state = "inactive"
     if state == "inactive":
         assert nav.transition("activate"), nav.proc.log()
+    if not any(s.instruction for s in nav.statuses()):  # run alone (-k): no earlier test
+        nav.instruction.publish(String(data="walk forward to the door"))
 
 
 def test_lifecycle_transitions(nav_a):
