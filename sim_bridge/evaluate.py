@@ -268,8 +268,15 @@ def build_policy(spec: str, sim: Any) -> Policy:
             f"policy {spec!r} is not a baseline {BASELINES} and janus_core.policy cannot be "
             f"imported ({err})"
         ) from err
+    path = Path(spec).expanduser()
+    if not path.exists() and (len(path.parts) > 1 or path.suffix):
+        raise EvalError(f"policy {spec!r}: checkpoint directory {path} does not exist (a policy "
+                        f"is one of {BASELINES}, a preset name or a checkpoint directory)")
     _select_local_device()
-    return build_janus_policy(spec)
+    try:
+        return build_janus_policy(spec)
+    except (ValueError, OSError) as err:  # ConfigError, missing or mismatched checkpoint files
+        raise EvalError(f"policy {spec!r} cannot be built: {err}") from err
 
 
 def check_frame_size(policy: Policy, cfg: EvalConfig) -> None:

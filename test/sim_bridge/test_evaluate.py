@@ -289,3 +289,45 @@ def test_janusvln_tiny_end_to_end(split, tmp_path):
     assert 1 <= len(record["actions"]) <= 3
     assert set(record["timings"]["stages_s"]) >= {"vggt", "vit", "llm"}
     assert data["complete"]
+
+
+class InterruptAfterFirstEpisode(EpisodeSeededRandomPolicy):
+    """Random policy whose second episode is interrupted (as by Ctrl-C) at its first step."""
+
+    def __init__(self):
+        super().__init__()
+        self.episodes = 0
+
+    def reset(self, instruction):
+        self.episodes += 1
+        super().reset(instruction)
+
+    def act(self, observation):
+        if self.episodes > 1:
+            raise KeyboardInterrupt
+        return super().act(observation)
+
+
+def test_missing_checkpoint_and_empty_split_are_clear_errors(split, tmp_path, caplog):
+    missing = tmp_path / "checkpoints" / "janus_missing"
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(cfg_for(split, out, policy=str(missing)), policy=InterruptAfterFirstEpisode())
+    shard_file = out / "results" / "shard-000-of-001.jsonl"
+    before = read_records(shard_file)
+    assert len(before) == 1
+    # resuming once the checkpoint is gone: a clear error, the finished episode is kept
+    with pytest.raises(EvalError, match=r"checkpoint directory .*janus_missing does not exist"):
+        evaluate(cfg_for(split, out, policy=str(missing)))
+    assert read_records(shard_file) == before
+    argv = ["--policy", str(missing), "--split", str(split), "--output-dir", str(out),
+            "--set", "sim.render=false", "--no-progress"]
+    assert main(argv) == 1 and "janus_missing does not exist" in caplog.text
+    assert read_records(shard_file) == before
+    with pytest.raises(EvalError, match="unknown preset 'no_such_preset'"):
+        evaluate(cfg_for(split, tmp_path / "p", policy="no_such_preset"))
+    # an empty split
+    empty = tmp_path / "empty.json.gz"
+    save_split(empty, [])
+    with pytest.raises(EvalError, match="no episodes to evaluate"):
+        evaluate(cfg_for(empty, tmp_path / "e", policy="random"))
