@@ -12,6 +12,8 @@ goal, ``gt`` replays the ``_gt`` file's dense actions.
 
 Resumable: every finished trajectory is appended to ``annotations.rank<r>.jsonl`` once its frames
 are on disk, and a restart skips finished (and rejected) episodes; an interrupted one is redone.
+An episode whose rollout raises (a simulator error) is skipped and counted in ``errors``; the run
+goes on, and the next run tries it again (the command then exits with code 1).
 Sharded by ``torchrun`` rank; rank 0 merges everything into ``annotations.json`` at the end.
 
 Command line (``janus-vln collect`` calls :func:`main`)::
@@ -266,13 +268,20 @@ def collect(cfg: CollectConfig, sim: Any | None = None,
              info.world_size, len(mine), len(mine) - len(todo), len(todo), out)
     own_sim = sim is None
     sim = sim if sim is not None else make_sim(cfg.sim)
-    counts = {"episodes": len(mine), "skipped": len(mine) - len(todo), "kept": 0, "rejected": 0}
+    counts = {"episodes": len(mine), "skipped": len(mine) - len(todo), "kept": 0, "rejected": 0,
+              "errors": 0}
     try:
         for ep in _progress(todo, cfg.progress and bool(todo), info, "collect"):
             name = trajectory_name(ep.scene_id, cfg.dataset, ep.episode_id)
             recorder = writer.begin(name)
             try:
                 result = expert_rollout(sim, ep, cfg, recorder)
+            except Exception as err:  # noqa: BLE001 - one failing episode must not stop the run
+                recorder.discard()  # not recorded as done: the next run tries it again
+                counts["errors"] += 1
+                log.warning("%s: expert rollout failed (%s: %s); skipped in this run", name,
+                            type(err).__name__, err)
+                continue
             except BaseException:
                 recorder.discard()
                 raise
@@ -361,6 +370,10 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         destroy_process_group(created)
     log.info("collect: %s", counts)
+    if counts["errors"]:
+        log.error("collect: %d episode(s) failed (see the warnings); run the same command "
+                  "again to retry them", counts["errors"])
+        return 1
     return 0
 
 

@@ -30,7 +30,8 @@ def test_collect_writes_release_layout(split, tmp_path):
     out = tmp_path / "out"
     cfg = CollectConfig(split=str(split), output_dir=str(out), progress=False)
     counts = collect(cfg, sim=FakeSim())
-    assert counts == {"episodes": 3, "skipped": 0, "kept": 3, "rejected": 0, "total": 3}
+    assert counts == {"episodes": 3, "skipped": 0, "kept": 3, "rejected": 0, "errors": 0,
+                      "total": 3}
     aset = load_annotations(out)  # every frame exists
     names = [t.name for t in aset.trajectories]
     assert names == ["scene_a_r2r_000001", "scene_a_r2r_000002", "scene_a_r2r_000003"]
@@ -53,19 +54,44 @@ def test_collect_resumes(split, tmp_path):
     out = tmp_path / "out"
     cfg = CollectConfig(split=str(split), output_dir=str(out), progress=False)
 
-    class Crash(FakeSim):
-        def reset(self, episode):
-            if episode.episode_id == "3":
-                raise RuntimeError("simulator died")
-            return super().reset(episode)
+    class Killed(FakeSim):  # the job is interrupted in the middle of episode 3
+        def step(self, action):
+            if self.episode.episode_id == "3" and self.steps == 4:
+                raise KeyboardInterrupt
+            return super().step(action)
 
-    with pytest.raises(RuntimeError, match="died"):
-        collect(cfg, sim=Crash())
+    with pytest.raises(KeyboardInterrupt):
+        collect(cfg, sim=Killed())
     assert not (out / "images" / "scene_a_r2r_000003").exists()  # partial frames removed
     counts = collect(cfg, sim=FakeSim())
     assert counts["skipped"] == 2 and counts["kept"] == 1 and counts["total"] == 3
     again = collect(cfg, sim=FakeSim())
     assert again["skipped"] == 3 and again["kept"] == 0
+
+
+def test_a_failing_episode_is_skipped_and_retried_next_run(split, tmp_path, caplog,
+                                                           monkeypatch):
+    out = tmp_path / "out"
+
+    class Broken(FakeSim):  # a simulator error in episode 2 (e.g. a geodesic query raising)
+        def step(self, action):
+            if self.episode.episode_id == "2" and self.steps == 3:
+                raise ValueError("the goal has no zero level set")
+            return super().step(action)
+
+    cfg = CollectConfig(split=str(split), output_dir=str(out), progress=False)
+    counts = collect(cfg, sim=Broken())  # the run goes on with episode 3
+    assert (counts["kept"], counts["errors"], counts["total"]) == (2, 1, 2)
+    assert "scene_a_r2r_000002: expert rollout failed (ValueError" in caplog.text
+    assert not (out / "images" / "scene_a_r2r_000002").exists()
+    assert not (out / "rejected.rank0.jsonl").exists()  # not remembered as done
+    again = collect(cfg, sim=FakeSim())
+    assert (again["skipped"], again["kept"], again["errors"], again["total"]) == (2, 1, 0, 3)
+    # the command says so with its exit code
+    monkeypatch.setattr("training.collect.make_sim", lambda settings: Broken())
+    assert main(["--split", str(split), "--output-dir", str(tmp_path / "cli"),
+                 "--no-progress"]) == 1
+    assert "1 episode(s) failed" in caplog.text
 
 
 def test_collect_shards_by_rank(split, tmp_path):
