@@ -272,7 +272,7 @@ def collect_round(
     own_sim = sim is None
     sim = sim if sim is not None else make_sim(cfg.sim)
     stats = {"episodes": len(mine), "skipped": len(mine) - len(todo), "kept": 0, "rejected": 0,
-             "model_failed": 0, "success": 0}
+             "model_failed": 0, "success": 0, "errors": 0}
     items: Sequence[Episode] = todo
     if cfg.progress and todo:
         from tqdm import tqdm
@@ -287,6 +287,12 @@ def collect_round(
             try:
                 result = dagger_rollout(sim, policy, ep, cfg.rule, recorder.add_frame,
                                         cfg.max_steps, cfg.force_stop_at, rng)
+            except Exception as err:  # noqa: BLE001 - one failing episode must not stop the round
+                recorder.discard()  # not recorded as done: a rerun of the round tries it again
+                stats["errors"] += 1
+                log.warning("%s: DAgger rollout failed (%s: %s); skipped", name,
+                            type(err).__name__, err)
+                continue
             except BaseException:
                 recorder.discard()
                 raise

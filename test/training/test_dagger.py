@@ -131,6 +131,21 @@ def test_collect_round_keeps_by_rule(split, straight_split, tmp_path):
     assert again["skipped"] == 3
 
 
+def test_a_failing_rollout_is_skipped_and_retried(split, tmp_path, caplog):
+    class Broken(FakeSim):  # a simulator error in episode 2
+        def step(self, action):
+            if self.episode.episode_id == "2" and self.steps == 1:
+                raise ValueError("the goal has no zero level set")
+            return super().step(action)
+
+    cfg = DaggerConfig(policy="x", split=str(split), output_dir=str(tmp_path), progress=False)
+    stats = collect_round(cfg, Scripted(S), tmp_path / "r1", 1, sim=Broken())
+    assert (stats["kept"], stats["errors"]) == (2, 1)
+    assert "DAgger rollout failed (ValueError" in caplog.text
+    again = collect_round(cfg, Scripted(S), tmp_path / "r1", 1, sim=FakeSim())
+    assert (again["skipped"], again["kept"], again["errors"]) == (2, 1, 0)
+
+
 def test_run_dagger_round_merges_and_trains(split, tmp_path, tiny_set):
     trained = []
 
