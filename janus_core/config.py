@@ -401,6 +401,33 @@ def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch
     return _DTYPES[name]
 
 
+def read_yaml_mapping(path: str | Path, error: type[Exception] = ConfigError,
+                      what: str = "config") -> dict[str, Any]:
+    """The top-level mapping of the YAML file ``path`` (an empty file is ``{}``).
+
+    A missing file, invalid YAML or a top level that is not a mapping raise ``error`` naming
+    ``what`` and the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{what} {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise error(f"{what} {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise error(f"{what} {path}: expected a mapping at the top level")
+    return data
+
+
+def load_dataclass(cls: type, path: str | Path | None, overrides: dict[str, Any],
+                   error: type[Exception] = ConfigError, what: str = "config") -> Any:
+    """The flat dataclass ``cls`` from YAML ``path`` (or defaults), then non-None ``overrides``."""
+    data = {} if path is None else read_yaml_mapping(path, error, what)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return dataclass_from_mapping(cls, data, str(path or what), error)
+
+
 def dataclass_from_mapping(
     cls: type, data: Any, where: str, error: type[Exception] = ConfigError
 ) -> Any:

@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from janus_core.actions import Action
-from janus_core.config import dataclass_from_mapping
+from janus_core.config import dataclass_from_mapping, load_dataclass
 from sim_bridge.episodes import (
     Episode,
     EpisodeFormatError,
@@ -128,14 +127,7 @@ class CollectConfig:
 
 def load_collect_config(path: str | Path | None = None, **overrides: Any) -> CollectConfig:
     """Read a :class:`CollectConfig` from YAML (or defaults), then apply non-None ``overrides``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise CollectError(f"collect config {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return dataclass_from_mapping(CollectConfig, data, str(path or "collect config"), CollectError)
+    return load_dataclass(CollectConfig, path, overrides, CollectError, "collect config")
 
 
 # ---- simulator and episodes ---------------------------------------------------------------------

@@ -36,11 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from janus_core.actions import Action
 from janus_core.checkpoint import CheckpointError
-from janus_core.config import dataclass_from_mapping
+from janus_core.config import dataclass_from_mapping, load_dataclass
 from janus_core.interface import Observation, Policy
 from sim_bridge.episodes import Episode, EpisodeFormatError
 from training.annotations import (
@@ -142,17 +141,7 @@ class DaggerConfig:
 
 def load_dagger_config(path: str | Path | None = None, **overrides: Any) -> DaggerConfig:
     """Read a :class:`DaggerConfig` from YAML (or defaults), then apply non-None ``overrides``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise DaggerError(f"dagger config {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise DaggerError(f"{path} is not valid YAML: {err}") from err
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return dataclass_from_mapping(DaggerConfig, data, str(path or "dagger config"), DaggerError)
+    return load_dataclass(DaggerConfig, path, overrides, DaggerError, "dagger config")
 
 
 # ---- one episode ------------------------------------------------------------------------------

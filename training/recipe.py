@@ -67,7 +67,7 @@ import numpy as np
 import torch
 import yaml
 
-from janus_core.config import JanusConfig, load_config, resolve_device
+from janus_core.config import JanusConfig, load_config, load_dataclass, resolve_device
 from janus_core.processor import JanusProcessor
 from training.workers import WorkerPool, WorkerSettings, chunked, default_workers
 
@@ -149,23 +149,7 @@ class RecipeConfig:
 
 def load_recipe_config(path: str | Path | None, **overrides: Any) -> RecipeConfig:
     """A :class:`RecipeConfig` from YAML (or defaults), then non-None ``overrides``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise RecipeError(f"recipe config {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise RecipeError(f"{path}: expected a mapping")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    names = {f.name for f in dataclasses.fields(RecipeConfig)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise RecipeError(f"{path or 'recipe config'}: unknown keys {unknown}")
-    try:
-        return RecipeConfig(**data)
-    except TypeError as err:
-        raise RecipeError(f"{path or 'recipe config'}: {err}") from err
+    return load_dataclass(RecipeConfig, path, overrides, RecipeError, "recipe config")
 
 
 # ---- models --------------------------------------------------------------------------------------

@@ -115,3 +115,29 @@ def test_device_and_dtype_resolution():
         assert resolve_device("auto") == cpu
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_yaml_dataclass_loading_errors_name_the_file(tmp_path):
+    import dataclasses
+
+    from janus_core.config import ConfigError, load_dataclass, read_yaml_mapping
+
+    @dataclasses.dataclass
+    class Settings:
+        steps: int = 1
+
+    with pytest.raises(ConfigError, match="thing config .*nope.yaml does not exist"):
+        read_yaml_mapping(tmp_path / "nope.yaml", what="thing config")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: [1,\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        read_yaml_mapping(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: expected a mapping"):
+        read_yaml_mapping(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text("steps: 3\n")
+    assert load_dataclass(Settings, good, {"steps": None}) == Settings(3)
+    assert load_dataclass(Settings, None, {"steps": 5}) == Settings(5)
+    with pytest.raises(ConfigError, match="unknown keys"):
+        load_dataclass(Settings, None, {"stpes": 5})
