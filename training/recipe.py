@@ -321,9 +321,14 @@ def dagger_round(pool: WorkerPool, model: Any, processor: JanusProcessor, cfg: R
                 "slots": [(s, wave[s]) for s in owner if owner[s] == w]}
             for w in sorted(set(owner.values()))})
         first = {s: v for res in reset.values() for s, v in res.items()}
-        frames = [first[s]["frame"] for s in range(len(wave))]
-        engine.reset([first[s]["instruction"] for s in range(len(wave))])
-        active = [True] * len(wave)
+        failed = [s for s in range(len(wave)) if "error" in first[s]]
+        summaries += [first[s]["error"] for s in failed]
+        if len(failed) == len(wave):
+            continue
+        blank = np.zeros_like(next(v["frame"] for v in first.values() if "frame" in v))
+        frames = [first[s].get("frame", blank) for s in range(len(wave))]
+        engine.reset([first[s].get("instruction", "") for s in range(len(wave))])
+        active = [s not in failed for s in range(len(wave))]
         while any(active):
             if deadline is not None and time.monotonic() > deadline:  # end the wave where it is
                 log.warning("DAgger %s: deadline reached mid-wave; %d episodes truncated", tag,

@@ -205,6 +205,16 @@ class _DaggerEnv:
         }
 
 
+def _failed(where: str, episode: Any, err: Exception, steps: int = 0) -> dict[str, Any]:
+    """The summary of a DAgger episode whose simulator raised (logged; never kept)."""
+    log.warning("DAgger episode %s: %s failed (%s: %s); skipped", episode.episode_id, where,
+                type(err).__name__, err)
+    return {"episode_id": str(episode.episode_id), "scene_id": str(episode.scene_id),
+            "steps": steps, "model_steps": 0, "expert_steps": 0, "model_failed": False,
+            "stopped": False, "distance_to_goal": None, "success": False, "pl": 0.0,
+            "keep": False, "error": f"{where}: {type(err).__name__}: {err}"}
+
+
 class _Worker:
     """State of one worker process: simulators, loaded splits, policies, store writers."""
 
@@ -298,10 +308,14 @@ class _Worker:
         self._envs = {}
         for slot, eid in slots:
             ep = episodes[str(eid)]
-            env = _DaggerEnv(self.sim(("slot", slot)), ep, dr, self.resize,
-                             options["max_steps"], options.get("force_stop_at"),
-                             options["label"], f"{options.get('seed', 0)}|{ep.episode_id}",
-                             options.get("stop_radius", 0.0))
+            try:
+                env = _DaggerEnv(self.sim(("slot", slot)), ep, dr, self.resize,
+                                 options["max_steps"], options.get("force_stop_at"),
+                                 options["label"], f"{options.get('seed', 0)}|{ep.episode_id}",
+                                 options.get("stop_radius", 0.0))
+            except Exception as err:  # a simulator failure skips this episode, not the wave
+                out[slot] = {"error": _failed("reset", ep, err)}
+                continue
             self._envs[slot] = env
             out[slot] = {"frame": env.frames[-1], "instruction": ep.instruction}
         return out
@@ -310,7 +324,12 @@ class _Worker:
         out = {}
         for slot, action in actions.items():
             env = self._envs[slot]
-            env.step(action)
+            try:
+                env.step(action)
+            except Exception as err:  # a simulator failure ends this episode, unkept
+                out[slot] = {"done": True, "summary": _failed("step", env.episode, err,
+                                                              steps=len(env.executed))}
+                continue
             if not env.done:
                 out[slot] = {"frame": env.frames[-1], "done": False}
                 continue

@@ -239,3 +239,28 @@ def test_dagger_deadline_ends_a_wave_mid_way(recipe_run, tmp_path, monkeypatch):
     assert stats["episodes"] == 2 and stats["steps"] == 2
     store = TrajectoryStore(tmp_path / "store")
     assert all(r.length == len(r.labels) <= 1 for r in store.records)
+
+
+def test_dagger_episode_whose_simulator_fails_is_skipped(recipe_run, tmp_path):
+    """A scene the simulator cannot load ends that episode (logged, unkept), not the round."""
+    from sim_bridge.episodes import find_gt_path, gt_path_for, load_split, save_split
+    from training import recipe
+    from training.workers import WorkerPool, WorkerSettings
+
+    cfg, work, _, _, _ = recipe_run
+    c = variant_config(cfg, "novggt")
+    src = work / "data" / "train" / "train.json.gz"
+    episodes = load_split(src, gt_path=find_gt_path(src))[:2]
+    episodes[0].scene_id = "embedded:no_such_apartment"
+    split = tmp_path / "broken" / "train.json.gz"
+    split.parent.mkdir()
+    save_split(split, episodes, gt_path=gt_path_for(split))
+    torch.manual_seed(0)
+    model = build_model(c, device="cpu", dtype=torch.float32)
+    settings = WorkerSettings(sim=recipe.sim_settings(cfg, c), geometry=recipe._geometry(c),
+                              store_dir=str(tmp_path / "store"))
+    ids = [str(ep.episode_id) for ep in episodes]
+    with WorkerPool(1, settings) as pool:
+        stats = recipe.dagger_round(pool, model, JanusProcessor(c, build_tokenizer(c)), cfg,
+                                    split, ids, "dagger-broken")
+    assert stats["episodes"] == 2 and stats["steps"] >= 1  # the good episode ran
