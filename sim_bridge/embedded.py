@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from janus_core.actions import Action
+from sim_bridge.episodes import episode_label
 from sim_bridge.furniture import SweetHome3DCatalog
 from sim_bridge.navgrid import NavGrid, ShortestPathExpert, forward_vector, wrap_angle
 from sim_bridge.scene import SceneSpec, is_embedded_scene_id, load_scene
@@ -125,37 +126,39 @@ class EmbeddedSimulator(Simulator):
     def reset(self, episode) -> SimObservation:
         """Load the episode's scene and put the agent at its start (validated; see below).
 
-        ValueError naming the episode id and field for: a scene id that is not embedded or does
-        not load, a malformed start position / rotation / goal, a start that is not navigable, a
-        goal more than 1 m from any navigable point.
+        ValueError naming the episode file (when the episode was read from one), the episode id
+        and the field for: a scene id that is not embedded or does not load, a malformed start
+        position / rotation / goal, a start that is not navigable (inside a wall or furniture,
+        too close to one, off the floor, outside the apartment), a goal more than 1 m from any
+        navigable point.
         """
-        eid = getattr(episode, "episode_id", "?")
+        eid = episode_label(episode)
         sid = getattr(episode, "scene_id", None)
         if not isinstance(sid, str) or not is_embedded_scene_id(sid):
             raise ValueError(
-                f"episode {eid}: field scene_id {sid!r} is not an embedded scene (expected "
+                f"{eid}: field scene_id {sid!r} is not an embedded scene (expected "
                 f"'embedded:apt_<seed>' or a SceneSpec .json); habitat scenes need "
                 f"backend='habitat'")
-        start = check_point(episode.start_position, 3, f"episode {eid}: field start_position")
-        rot = check_point(episode.start_rotation, 4, f"episode {eid}: field start_rotation")
+        start = check_point(episode.start_position, 3, f"{eid}: field start_position")
+        rot = check_point(episode.start_rotation, 4, f"{eid}: field start_rotation")
         if not episode.goals:
-            raise ValueError(f"episode {eid}: field goals is empty")
-        goal = check_point(episode.goals[0].position, 3, f"episode {eid}: field goals[0].position")
+            raise ValueError(f"{eid}: field goals is empty")
+        goal = check_point(episode.goals[0].position, 3, f"{eid}: field goals[0].position")
         try:
             yaw = quaternion_to_yaw(rot)
         except ValueError as exc:
-            raise ValueError(f"episode {eid}: field start_rotation: {exc}") from None
+            raise ValueError(f"{eid}: field start_rotation: {exc}") from None
         try:
             self.load_scene(sid)
-        except ValueError as exc:
-            raise ValueError(f"episode {eid}: field scene_id {sid!r}: {exc}") from None
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"{eid}: field scene_id {sid!r}: {exc}") from None
         grid = self.navgrid
         why = self._not_navigable_reason(start)
         if why:
-            raise ValueError(f"episode {eid}: field start_position {start.tolist()} is not "
+            raise ValueError(f"{eid}: field start_position {start.tolist()} is not "
                              f"navigable in scene {sid}: {why}")
         if grid.snap(goal, max_distance=1.0) is None:
-            raise ValueError(f"episode {eid}: field goals[0].position {goal.tolist()} is more "
+            raise ValueError(f"{eid}: field goals[0].position {goal.tolist()} is more "
                              f"than 1 m from any navigable point of scene {sid}")
         self._episode = episode
         self._position = np.array([start[0], 0.0, start[2]])

@@ -67,6 +67,8 @@ class Episode:
     episodes. ``instruction_tokens`` are R2R's vocabulary ids (optional). ``instruction_extra``
     keeps any other instruction fields (RxR ``annotator_id``, ``edit_distance``, ...) and
     ``extra`` any unknown episode-level fields, so a file survives a load/save round trip.
+    ``source`` is the file the episode was read from (set by :func:`read_split_file`, never
+    written), so a simulator's error about the episode can name the file (:func:`episode_label`).
     """
 
     episode_id: str
@@ -86,6 +88,7 @@ class Episode:
     instruction_tokens: list[int] | None = None
     instruction_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    source: str | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def goal_position(self) -> list[float]:
@@ -102,6 +105,16 @@ class Episode:
         """``info.geodesic_distance`` (start to goal, metres) when the file gave it."""
         value = self.info.get("geodesic_distance")
         return None if value is None else float(value)
+
+
+def episode_label(episode: Any) -> str:
+    """The prefix of every error about one episode: ``"<file>: episode <id>"``.
+
+    ``"episode <id>"`` when the file is not known; the same form as :class:`EpisodeFormatError`.
+    """
+    eid = getattr(episode, "episode_id", "?")
+    source = getattr(episode, "source", None)
+    return f"{source}: episode {eid}" if source else f"episode {eid}"
 
 
 @dataclasses.dataclass
@@ -341,6 +354,7 @@ def episode_from_json(data: Any, path: Path | str | None = None, index: int = 0)
         instruction_tokens=list(tokens) if tokens is not None else None,
         instruction_extra=instruction_extra,
         extra={k: v for k, v in data.items() if k not in _EPISODE_KEYS},
+        source=str(path) if path is not None else None,
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from janus_core.actions import Action
+from sim_bridge.episodes import episode_label
 from sim_bridge.simulator import (
     SimConfig,
     SimObservation,
@@ -158,22 +159,22 @@ class HabitatSimulator(Simulator):
 
     def reset(self, episode) -> SimObservation:
         """Load the scene and place the agent at the episode start (ValueError on bad fields)."""
-        eid = getattr(episode, "episode_id", "?")
-        start = check_point(episode.start_position, 3, f"episode {eid}: field start_position")
-        rot = check_point(episode.start_rotation, 4, f"episode {eid}: field start_rotation")
+        eid = episode_label(episode)  # "<file>: episode <id>" when read from a file
+        start = check_point(episode.start_position, 3, f"{eid}: field start_position")
+        rot = check_point(episode.start_rotation, 4, f"{eid}: field start_rotation")
         if not episode.goals:
-            raise ValueError(f"episode {eid}: field goals is empty")
-        check_point(episode.goals[0].position, 3, f"episode {eid}: field goals[0].position")
+            raise ValueError(f"{eid}: field goals is empty")
+        check_point(episode.goals[0].position, 3, f"{eid}: field goals[0].position")
         try:
             quaternion_to_yaw(rot)
         except ValueError as exc:
-            raise ValueError(f"episode {eid}: field start_rotation: {exc}") from None
+            raise ValueError(f"{eid}: field start_rotation: {exc}") from None
         try:
             self.load_scene(episode.scene_id)
         except ValueError as exc:
-            raise ValueError(f"episode {eid}: field scene_id: {exc}") from None
+            raise ValueError(f"{eid}: field scene_id: {exc}") from None
         if not self._sim.pathfinder.is_navigable(start.astype(np.float32)):
-            raise ValueError(f"episode {eid}: field start_position {start.tolist()} is not on "
+            raise ValueError(f"{eid}: field start_position {start.tolist()} is not on "
                              f"the navmesh of {episode.scene_id}")
         self._episode = episode
         self._set_state(start, rot)

@@ -1,6 +1,7 @@
 """The embedded simulator behind the Simulator interface: motion, observations, bad input."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from janus_core.actions import Action
 from janus_core.interface import Observation
 from sim_bridge.embedded import EmbeddedSimulator
-from sim_bridge.episodes import Episode, Goal
+from sim_bridge.episodes import Episode, Goal, load_split, save_split
 from sim_bridge.renderer import RendererUnavailableError, create_context
 from sim_bridge.scene import WALL_THICKNESS, generate_apartment
 from sim_bridge.simulator import (
@@ -199,6 +200,36 @@ def test_bad_episodes(blind, tmp_path):
         fresh.step(Action.STOP)
     with pytest.raises(RuntimeError, match="reset"):
         fresh.expert_action()
+
+
+def test_bad_episodes_from_a_file_name_the_file(blind, tmp_path):
+    """Episodes read from a split file: the simulator's refusal names the file, the episode and
+    the field (an unknown scene id, a scene file that is not there, a start inside a wall)."""
+    rng = np.random.default_rng(4)
+    blind.load_scene(SCENE)
+    ok = blind.sample_navigable_point(rng)
+    bx0, bz0, bx1, bz1 = blind.scene.bounds
+    mids = [(0.5 * (w.rect[0] + w.rect[2]), 0.5 * (w.rect[1] + w.rect[3]))
+            for w in blind.scene.walls if w.y0 == 0.0]
+    x, z = next((x, z) for x, z in mids if bx0 + 0.5 < x < bx1 - 0.5 and bz0 + 0.5 < z < bz1 - 0.5)
+    split = tmp_path / "val_bad.json.gz"
+    save_split(split, [episode(ok, ok, scene="embedded:apt_x", eid="u1"),
+                       episode(ok, ok, scene="embedded:nowhere.json", eid="u2"),
+                       episode([x, 0.0, z], ok, eid="w1"),
+                       episode(ok, ok, eid="fine")])
+    eps = {ep.episode_id: ep for ep in load_split(split)}
+    where = re.escape(str(split))
+    with pytest.raises(ValueError, match=rf"^{where}: episode u1: field scene_id 'embedded:apt_x'"):
+        blind.reset(eps["u1"])
+    with pytest.raises(ValueError, match=rf"^{where}: episode u2: field scene_id .*does not exist"):
+        blind.reset(eps["u2"])
+    with pytest.raises(ValueError,
+                       match=rf"^{where}: episode w1: field start_position .*inside a wall"):
+        blind.reset(eps["w1"])
+    blind.reset(eps["fine"])
+    # an episode built in code has no file: the message starts with the episode
+    with pytest.raises(ValueError, match=r"^episode w1: field start_position"):
+        blind.reset(episode([x, 0.0, z], ok, eid="w1"))
 
 
 def test_scene_from_json_file(tmp_path):

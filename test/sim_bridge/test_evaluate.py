@@ -331,3 +331,35 @@ def test_missing_checkpoint_and_empty_split_are_clear_errors(split, tmp_path, ca
     save_split(empty, [])
     with pytest.raises(EvalError, match="no episodes to evaluate"):
         evaluate(cfg_for(empty, tmp_path / "e", policy="random"))
+
+
+def test_refused_episodes_name_the_file_episode_and_field(split, tmp_path):
+    """An unknown scene id and a start inside a wall: the run records an error naming the
+    episode file, the episode and the field, and goes on."""
+    from sim_bridge.simulator import SimConfig, make_simulator
+
+    eps = load_split(split)
+    sim = make_simulator(SimConfig(render=False))
+    try:
+        sim.load_scene(eps[2].scene_id)
+        bx0, bz0, bx1, bz1 = sim.scene.bounds
+        mids = [(0.5 * (w.rect[0] + w.rect[2]), 0.5 * (w.rect[1] + w.rect[3]))
+                for w in sim.scene.walls if w.y0 == 0.0]
+        x, z = next((x, z) for x, z in mids
+                    if bx0 + 0.5 < x < bx1 - 0.5 and bz0 + 0.5 < z < bz1 - 0.5)
+        inside = [x, 0.0, z]  # the middle of an interior wall
+    finally:
+        sim.close()
+    eps[1] = dataclasses.replace(eps[1], scene_id="embedded:apt_nope")
+    eps[2] = dataclasses.replace(eps[2], start_position=inside)
+    bad_split = tmp_path / "refused.json.gz"
+    save_split(bad_split, eps)
+    out = tmp_path / "run"
+    data = evaluate(cfg_for(bad_split, out, policy="random", max_steps=5))
+    assert data["summary"]["errors"] == 2
+    by_id = {r["episode_id"]: r for r in episodes_file(out)}
+    unknown, wall_start = by_id[eps[1].episode_id]["error"], by_id[eps[2].episode_id]["error"]
+    assert f"{bad_split}: episode {eps[1].episode_id}: field scene_id 'embedded:apt_nope'" in (
+        unknown)
+    assert f"{bad_split}: episode {eps[2].episode_id}: field start_position" in wall_start
+    assert "inside a wall" in wall_start

@@ -151,6 +151,77 @@ def test_episodes_are_valid_expert_routes(dataset):
         sim.close()
 
 
+def _length(path):
+    path = np.asarray(path, float)
+    return float(np.sum(np.linalg.norm(np.diff(path, axis=0), axis=1)))
+
+
+def _turn_events(actions):
+    """Runs of turns between forward steps (re-aims at bends), not the initial alignment."""
+    s = "".join("F" if a == int(Action.MOVE_FORWARD) else "T" if a != int(Action.STOP) else ""
+                for a in actions)
+    return max(0, len([r for r in s.split("F") if r]) - (1 if s.startswith("T") else 0))
+
+
+def test_geodesic_reference_path_and_expert_path_agree(dataset):
+    """What an episode stores is consistent: info.geodesic_distance is the simulator's geodesic
+    (what the evaluator recomputes); reference_path is the taut shortest path; the _gt path is
+    the expert's executed route.
+
+    reference_path vs geodesic: the reference is NavGrid.shortest_path (taut, within a cell of
+    the true shortest path), and fast marching overestimates the true length by up to ~2 % on
+    these apartments (see test_navgrid.test_shortest_path_length_agrees_with_the_geodesic), so
+    geodesic - cell - 2.5 % <= length <= geodesic + cell.
+
+    Expert path vs geodesic (an honest tolerance, not a grid cell): the expert walks 0.25 m
+    steps on 15-degree headings and stops as soon as it is within expert_stop_radius (0.25 m
+    geodesic) of the goal. So the progress it has to account for is geodesic - d_end. It cannot
+    beat the true shortest path to where it stopped: length >= progress - cell - 2.5 % (the
+    fast-marching overestimate). Its heading is within half a turn (7.5 degrees) of its aim,
+    costing at most 1/cos(7.5 deg) - 1 = 0.86 %; every re-aim at a bend cuts or overshoots the
+    corner by at most two cells; fast marching adds its 1 %: length <= progress * (1 + 0.01 +
+    0.0086) + 2 cells per bend (as in test_navgrid.test_expert_reaches_random_goals).
+    """
+    out, paths = dataset
+    from sim_bridge.navgrid import PATH_SLACK
+    from sim_bridge.simulator import SimConfig, make_simulator
+
+    sim = make_simulator(SimConfig(render=False))
+    fmm = 0.025
+    heading = 1 / math.cos(math.radians(15.0 / 2)) - 1
+    try:
+        for split, path in paths.items():
+            for ep in load_split(path, gt_path=out / split / f"{split}_gt.json.gz"):
+                sim.reset(ep)
+                grid = sim.navgrid
+                cell = grid.cell
+                d = ep.geodesic_distance
+                where = (split, ep.episode_id)
+                assert d == pytest.approx(
+                    sim.geodesic_distance(ep.start_position, ep.goal_position), abs=1e-3), where
+                ref = np.asarray(ep.reference_path)
+                shortest = sim.shortest_path(ep.start_position, ep.goal_position)
+                assert _length(ref) == pytest.approx(_length(shortest), abs=1e-3), where
+                assert d - cell - fmm * d <= _length(ref) <= d + cell, (where, d, _length(ref))
+                # the reference never cuts through a wall: the agent disc fits along all of it
+                # (PATH_SLACK, plus the stored 4-decimal rounding)
+                for a, b in zip(ref[:-1], ref[1:]):
+                    pts = a + (b - a) * np.linspace(0, 1, 2 + int(math.dist(a, b) / 0.01))[:, None]
+                    assert grid.signed_distance(pts[:, [0, 2]]).min() >= (
+                        grid.radius - PATH_SLACK - 2e-4), where
+                # the expert's executed path
+                walked = _length(ep.gt_locations)
+                d_end = sim.geodesic_distance(ep.gt_locations[-1], ep.goal_position)
+                assert d_end <= sim.config.expert_stop_radius + 1e-6, where
+                progress = d - d_end
+                bends = _turn_events(ep.gt_actions)
+                assert walked >= progress - cell - fmm * d, (where, walked, progress)
+                assert walked <= progress * (1 + 0.01 + heading) + 2 * cell * (bends + 1), (
+                    where, walked, progress, bends)
+    finally:
+        sim.close()
+
+
 def test_scene_split_rules(dataset):
     out, paths = dataset
     eps = {s: load_split(p) for s, p in paths.items()}
