@@ -43,8 +43,10 @@ Stages of ``--stage train``:
 :func:`sim_bridge.evaluate.evaluate` and the real policy (``janus_core.policy.build_policy``), one
 episode per task over the workers, and writes ``eval_metrics.md`` / ``.json``.
 
-With ``time_budget_min`` the stages share the wall-clock budget (SFT steps are fitted to it and
-DAgger waves stop at their deadline); without it, ``sft.steps`` / ``sft2.steps`` fix the work.
+With ``time_budget_min`` the stages share the wall-clock budget as hard limits: SFT steps are
+fitted to it (and stop once it is spent), a DAgger wave ends at its deadline, mid-episode if need
+be (the frames so far are kept by the same rule). Without it, ``sft.steps`` / ``sft2.steps`` fix
+the work. A simulator failure in one episode (collection or DAgger) skips that episode.
 """
 
 from __future__ import annotations
