@@ -366,12 +366,7 @@ def load_config(name_or_path: str | Path) -> JanusConfig:
         if not path.exists():
             known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
             raise ConfigError(f"unknown preset {str(name_or_path)!r}; known presets: {known}")
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    data = read_yaml_mapping(path, ConfigError, "config file")
     try:
         return JanusConfig.from_dict(data)
     except (ConfigError, TypeError) as err:

@@ -54,6 +54,7 @@ import yaml
 
 from janus_core.actions import Action
 from janus_core.baselines import ForwardOnlyPolicy, RandomPolicy
+from janus_core.config import read_yaml_mapping
 from janus_core.interface import Observation, Policy, StepResult
 from sim_bridge import results as results_mod
 from sim_bridge.episodes import (
@@ -149,15 +150,7 @@ class EvalConfig:
 
 def load_eval_config(path: str | Path, **overrides: Any) -> EvalConfig:
     """Read an EvalConfig from YAML (unknown keys are an error), then apply ``overrides``."""
-    path = Path(path)
-    if not path.exists():
-        raise EvalError(f"eval config {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise EvalError(f"eval config {path} is not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise EvalError(f"eval config {path}: expected a mapping at the top level")
+    data = read_yaml_mapping(path, EvalError, "eval config")
     data.update({k: v for k, v in overrides.items() if v is not None})
     return config_from_dict(data, source=str(path))
 
@@ -800,13 +793,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     """EvalConfig from parsed CLI arguments (YAML file first, then the flags)."""
     data: dict[str, Any] = {}
     if args.config:
-        path = Path(args.config)
-        if not path.exists():
-            raise EvalError(f"eval config {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise EvalError(f"eval config {path} is not valid YAML: {err}") from err
+        data = read_yaml_mapping(args.config, EvalError, "eval config")
     names = {f.name for f in dataclasses.fields(EvalConfig)}
     for key, value in vars(args).items():
         if key in names and value is not None:

@@ -49,7 +49,7 @@ from janus_core.checkpoint import (
     save_checkpoint,
     weight_files,
 )
-from janus_core.config import JanusConfig, load_config
+from janus_core.config import JanusConfig, load_config, read_yaml_mapping
 from janus_core.model import JanusVLNModel, build_model
 from janus_core.processor import JanusProcessor
 from janus_core.tokenizer import build_tokenizer, load_chat_template, load_tokenizer
@@ -168,12 +168,7 @@ def config_from_dict(data: dict[str, Any], source: str = "train config") -> Trai
 def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
     """Read a :class:`TrainConfig` from YAML, then apply ``overrides`` (None values ignored)."""
     path = resolve_config_path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise TrainConfigError(f"{path} is not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise TrainConfigError(f"{path}: expected a mapping at the top level")
+    data = read_yaml_mapping(path, TrainConfigError, "train config")
     data.update({k: v for k, v in overrides.items() if v is not None})
     return config_from_dict(data, source=str(path))
 
