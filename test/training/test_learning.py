@@ -9,7 +9,6 @@ data: accuracy 0.34 after 200 steps without it, 1.00 with it).
 """
 
 import numpy as np
-import pytest
 import torch
 
 from janus_core.model import build_model
@@ -36,15 +35,6 @@ def _coloured_squares(root, n=30, length=12, h=84, w=112):
             labels.append(action)
         writer.add(f"t{k}", "go to the kitchen", frames, labels)
     return TrajectoryStore(root)
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread (the same arithmetic on any machine), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_the_current_frame_is_read_among_its_history(tmp_path, one_thread):

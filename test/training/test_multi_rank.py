@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from slurm_helpers import fake_slurm
 
 from benchmarks.multi_gpu import (
@@ -43,15 +42,6 @@ def worker_args(data, out, global_batch=4):
             "--data", str(data), "--steps", str(STEPS), "--warmup", "0",
             "--global-batch", str(global_batch), "--micro-batch", "1", "--seed", "7",
             "--out", str(out)]
-
-
-@pytest.fixture
-def one_thread():
-    """In-process runs use one thread, like each torchrun rank (and no OpenMP contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def read_ranks(out, n):
