@@ -3,12 +3,12 @@ r"""The small-model recipe: generated episodes -> expert data -> SFT -> DAgger -
 One command trains JanusVLN-small (``janus_core/presets/small.yaml``) from random weights with the
 package's own pieces, and its two ablations beside it, then evaluates them::
 
-    # train the three models (about 9 minutes on one H100 + 16 cores), artefacts to --out-dir
+    # train the three models (about 8 minutes on one H100 + 16 cores), artefacts to --out-dir
     python -m training.recipe --config config/recipe_small.yaml --stage train \
-        --work-dir /tmp/recipe --out-dir outputs/recipe --time-budget-min 9
+        --work-dir /tmp/recipe --out-dir outputs/recipe --time-budget-min 8
     # evaluate them and the baselines on 200 val_unseen episodes (unseen apartments)
     python -m training.recipe --config config/recipe_small.yaml --stage eval \
-        --work-dir /tmp/recipe --out-dir outputs/recipe --time-budget-min 9 \
+        --work-dir /tmp/recipe --out-dir outputs/recipe --time-budget-min 8 \
         --checkpoint full=models/janusvln-small --checkpoint novggt=DIR --checkpoint nohistory=DIR
     # everything at CPU scale (tests, smoke runs)
     python -m training.recipe --config config/recipe_tiny.yaml --stage all --work-dir /tmp/t
