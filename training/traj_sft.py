@@ -345,6 +345,8 @@ def train_models(trainers: Sequence[ModelTrainer], pools: dict[str, Sequence[int
                 log.warning("SFT: time budget %.0f s spent after %d of %d steps; stopping",
                             settings.time_budget_s, step, total)
                 total = step  # steps slowed down after the estimate: the budget is a hard limit
+                for t in trainers:
+                    t.total_steps = total
         if step % settings.log_every == 0 or step == total:
             for t in trainers:
                 entry = _mean(running[t.name])
