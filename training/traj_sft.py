@@ -157,6 +157,7 @@ class ModelTrainer:
         params = list(model.named_parameters())
         if self.aux_head is not None:
             params += [(f"aux_head.{n}", p) for n, p in self.aux_head.named_parameters()]
+        self.params = [p for _, p in params]  # what the optimizer steps and the clip bounds
         for pname, p in params:
             if p.requires_grad:
                 (decay if p.ndim >= 2 and "embed_tokens" not in pname else no_decay).append(p)
@@ -241,7 +242,9 @@ class ModelTrainer:
         if self.aux_head is not None:
             # every frame's own fused tokens -> that frame's label (the visual encoders learn
             # action-relevant features directly, not only through the LLM)
-            fused = vit if vggt is None else vit + model.lam * vggt.to(vit.dtype)
+            hidden = vit.shape[-1]
+            fused = model.fuse(vit.reshape(-1, hidden),
+                               None if vggt is None else vggt.reshape(-1, hidden), 1)
             frame_labels = torch.tensor([a for i in records for a in bank.records[i].labels],
                                         device=dev)
             aux = F.cross_entropy(self.aux_head(fused.reshape(n_frames, -1).float()),
@@ -280,10 +283,7 @@ class ModelTrainer:
         loss, stats = self.batch_loss(bank, records, rng)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        params = list(self.model.parameters())
-        if self.aux_head is not None:
-            params += list(self.aux_head.parameters())
-        norm = torch.nn.utils.clip_grad_norm_(params, self.settings.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.grad_clip)
         self.optimizer.step()
         self.step_count += 1
         stats.update(lr=lr, grad_norm=float(norm), step=float(self.step_count))
