@@ -194,7 +194,9 @@ class _DaggerEnv:
 
         final = float(self.sim.distance_to_goal())
         pl = path_ratio(self.geodesic_start, self.travelled)
-        keep = math.isfinite(final) and keep_episode(self.rule, final, pl, self.ctrl.model_failed)
+        # an episode cut by a deadline before its first action has no frame to keep
+        keep = (bool(self.labels) and math.isfinite(final)
+                and keep_episode(self.rule, final, pl, self.ctrl.model_failed))
         return {
             "episode_id": str(self.episode.episode_id), "scene_id": str(self.episode.scene_id),
             "steps": len(self.executed), "model_steps": self.by.count("model"),

@@ -217,8 +217,13 @@ class _ClockAfter:
         return 0.0 if self.calls >= 0 else 1.0e12
 
 
-def test_dagger_deadline_ends_a_wave_mid_way(recipe_run, tmp_path, monkeypatch):
-    """A deadline passing inside a lockstep wave ends its episodes at once (frames == labels)."""
+@pytest.mark.parametrize("reads, steps", [(3, 1), (2, 0)])
+def test_dagger_deadline_ends_a_wave_mid_way(recipe_run, tmp_path, monkeypatch, reads, steps):
+    """A deadline passing inside a lockstep wave ends its episodes at once (frames == labels).
+
+    With ``steps == 0`` the deadline passes between the wave's reset and its first action (seen
+    on a GPU run): the episodes have no labelled frame and are not kept.
+    """
     from sim_bridge.episodes import load_split
     from training import recipe
     from training.workers import WorkerPool, WorkerSettings
@@ -233,12 +238,17 @@ def test_dagger_deadline_ends_a_wave_mid_way(recipe_run, tmp_path, monkeypatch):
     settings = WorkerSettings(sim=recipe.sim_settings(cfg, c), geometry=recipe._geometry(c),
                               store_dir=str(tmp_path / "store"))
     # reads: t0, the wave's check, the first step's check -> one step; then the deadline is past
-    monkeypatch.setattr(recipe, "time", _ClockAfter(3))
+    monkeypatch.setattr(recipe, "time", _ClockAfter(reads))
     with WorkerPool(1, settings) as pool:
         stats = recipe.dagger_round(pool, model, processor, cfg, split, ids, "dagger-cut", 1.0)
-    assert stats["episodes"] == 2 and stats["steps"] == 2
-    store = TrajectoryStore(tmp_path / "store")
-    assert all(r.length == len(r.labels) <= 1 for r in store.records)
+    assert stats["episodes"] == 2 and stats["steps"] == 2 * steps
+    if steps == 0:
+        assert stats["kept"] == 0
+        assert not (tmp_path / "store" / "store.json").exists() or not len(
+            TrajectoryStore(tmp_path / "store"))
+    else:
+        store = TrajectoryStore(tmp_path / "store")
+        assert all(r.length == len(r.labels) <= 1 for r in store.records)
 
 
 def test_dagger_episode_whose_simulator_fails_is_skipped(recipe_run, tmp_path):
