@@ -38,6 +38,8 @@ Stages of ``--stage train``:
 6. **Save** each model in the release's checkpoint layout (bf16 safetensors) and as one tar in
    ``--out-dir``, with ``recipe_train.json`` (settings, seeds, counts, timings, losses;
    ``recipe_train_<variants>.json`` when only some variants are trained, e.g. one per GPU).
+   If DAgger or the SFT after it fails, the models are saved as they are (the record's
+   ``failed`` names the stage and the error) and the error is raised again.
 
 ``--stage eval`` evaluates the checkpoints and the random / forward-only / expert baselines with
 :func:`sim_bridge.evaluate.evaluate` and the real policy (``janus_core.policy.build_policy``), one
@@ -436,41 +438,27 @@ def run_train(cfg: RecipeConfig, work: Path, out: Path) -> dict[str, Any]:
         record["timings"]["sft_s"] = clock.elapsed()
 
         dagger_tags: dict[str, list[str]] = {t.name: [] for t in trainers}
-        record["dagger"] = {}
-        rng = np.random.default_rng(cfg.seed)
-        all_ids = [str(ep.episode_id) for ep in episodes]
-        for k in range(1, cfg.dagger_rounds + 1):
-            ids = [all_ids[i] for i in rng.permutation(len(all_ids))[: cfg.dagger_episodes]]
-            for t in trainers:
-                deadline = (None if not math.isfinite(dagger_share)
-                            else time.monotonic() + dagger_share)
-                tag = f"dagger-{t.name}-r{k}"
-                t.model.eval()
-                record["dagger"][tag] = dagger_round(pool, t.model, t.processor, cfg, split, ids,
-                                                     tag, deadline)
-                t.model.train()
-                dagger_tags[t.name].append(tag)
+        failure: tuple[str, Exception] | None = None
+        try:
+            run_dagger(pool, trainers, cfg, split, episodes, dagger_share, dagger_tags, record)
+        except Exception as err:  # keep what SFT made (below), then re-raise
+            failure = ("dagger", err)
         record["timings"]["dagger_s"] = clock.elapsed()
 
-    # SFT on expert + own DAgger data
     del bank
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    tags = ["expert"] + [tag for ts in dagger_tags.values() for tag in ts]
-    store = TrajectoryStore(work / "store", tags=tags)
-    bank = FrameBank(store, store.records, device)
-    pools = {}
-    for t in trainers:
-        own = {"expert", *dagger_tags[t.name]}
-        pools[t.name] = [i for i, r in enumerate(bank.records) if _tag(r) in own]
-    left = clock.left() - cfg.reserve_s
-    sft2 = _sft_settings(cfg.sft2 or cfg.sft, left)
-    for t in trainers:
-        t.settings = sft2
-        t.step_count = 0
-    record["sft2"] = train_models(trainers, pools, bank, sft2)
-    record["sft2"]["trajectories"] = {n: len(p) for n, p in pools.items()}
-    record["timings"]["sft2_s"] = clock.elapsed()
+    if failure is None:
+        try:
+            sft_on_dagger_data(trainers, cfg, work, device, dagger_tags, clock, record)
+        except Exception as err:
+            failure = ("sft2", err)
+        record["timings"]["sft2_s"] = clock.elapsed()
+    if failure is not None:
+        stage, err = failure
+        record["failed"] = f"{stage}: {type(err).__name__}: {err}"
+        log.error("train stage failed in %s (%s: %s); saving the models as they are", stage,
+                  type(err).__name__, err)
 
     record["checkpoints"] = {}
     for t in trainers:
@@ -482,9 +470,54 @@ def run_train(cfg: RecipeConfig, work: Path, out: Path) -> dict[str, Any]:
                                          "bytes": (path / "model.safetensors").stat().st_size}
     record["timings"]["total_s"] = clock.elapsed()
     (out / train_record_name(cfg)).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    if failure is not None:
+        raise failure[1]
     log.info("train stage done in %.0f s; checkpoints %s", clock.elapsed(),
              {k: v["tar"] for k, v in record["checkpoints"].items()})
     return record
+
+
+def run_dagger(pool: WorkerPool, trainers: Sequence[Any], cfg: RecipeConfig, split: Path,
+               episodes: Sequence[Any], share_s: float, dagger_tags: dict[str, list[str]],
+               record: dict[str, Any]) -> None:
+    """``dagger_rounds`` rounds of every model, ``share_s`` seconds each (inf: no deadline)."""
+    record["dagger"] = {}
+    rng = np.random.default_rng(cfg.seed)
+    all_ids = [str(ep.episode_id) for ep in episodes]
+    for k in range(1, cfg.dagger_rounds + 1):
+        ids = [all_ids[i] for i in rng.permutation(len(all_ids))[: cfg.dagger_episodes]]
+        for t in trainers:
+            deadline = None if not math.isfinite(share_s) else time.monotonic() + share_s
+            tag = f"dagger-{t.name}-r{k}"
+            t.model.eval()
+            try:
+                record["dagger"][tag] = dagger_round(pool, t.model, t.processor, cfg, split,
+                                                     ids, tag, deadline)
+            finally:
+                t.model.train()
+            dagger_tags[t.name].append(tag)
+
+
+def sft_on_dagger_data(trainers: Sequence[Any], cfg: RecipeConfig, work: Path,
+                       device: torch.device, dagger_tags: dict[str, list[str]], clock: Clock,
+                       record: dict[str, Any]) -> None:
+    """SFT of every model on the expert data plus its own DAgger data, in the time left."""
+    from training.traj_sft import FrameBank, train_models
+    from training.trajectories import TrajectoryStore
+
+    tags = ["expert"] + [tag for ts in dagger_tags.values() for tag in ts]
+    store = TrajectoryStore(work / "store", tags=tags)
+    bank = FrameBank(store, store.records, device)
+    pools = {}
+    for t in trainers:
+        own = {"expert", *dagger_tags[t.name]}
+        pools[t.name] = [i for i, r in enumerate(bank.records) if _tag(r) in own]
+    sft2 = _sft_settings(cfg.sft2 or cfg.sft, clock.left() - cfg.reserve_s)
+    for t in trainers:
+        t.settings = sft2
+        t.step_count = 0
+    record["sft2"] = train_models(trainers, pools, bank, sft2)
+    record["sft2"]["trajectories"] = {n: len(p) for n, p in pools.items()}
 
 
 def train_record_name(cfg: RecipeConfig) -> str:

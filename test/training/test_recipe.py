@@ -206,6 +206,31 @@ def test_recipe_eval_table_and_unseen_apartments(recipe_run):
     assert min(train) >= cfg.train_seed * 100_000
 
 
+def test_a_failure_after_sft_still_saves_the_models(recipe_run, tmp_path, monkeypatch):
+    """DAgger raising (after minutes of SFT on a GPU) keeps the SFT models, then re-raises."""
+    import shutil
+
+    from training import recipe
+
+    cfg, work, _, _, _ = recipe_run
+    for part in ("data", "store"):  # reuse the episodes and expert data
+        shutil.copytree(work / part, tmp_path / "work" / part)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulator lost")
+
+    monkeypatch.setattr(recipe, "dagger_round", broken)
+    one = load_recipe_config("config/recipe_tiny.yaml", **{
+        **{k: getattr(cfg, k) for k in ("train_episodes", "sft", "sft2")}, "models": ["novggt"]})
+    with pytest.raises(RuntimeError, match="simulator lost"):
+        run_train(one, tmp_path / "work", tmp_path / "out")
+    record = json.loads((tmp_path / "out" / "recipe_train_novggt.json").read_text())
+    assert record["failed"] == "dagger: RuntimeError: simulator lost"
+    assert record["sft"]["log"]["novggt"] and "sft2" not in record
+    with tarfile.open(tmp_path / "out" / "janusvln-tiny-novggt.tar") as fh:
+        assert "janusvln-tiny-novggt/model.safetensors" in fh.getnames()
+
+
 class _ClockAfter:
     """A stand-in for the ``time`` module whose monotonic clock jumps after ``calls`` reads."""
 
