@@ -5,7 +5,7 @@ package's own pieces, and its two ablations beside it, then evaluates them::
 
     # train the three models (about 8 minutes on one H100 + 16 cores), artefacts to --out-dir
     python -m training.recipe --config config/recipe_small.yaml --stage train \
-        --work-dir /tmp/recipe --out-dir outputs/recipe --time-budget-min 8
+        --work-dir /tmp/recipe --out-dir outputs/recipe --time-budget-min 8.5
     # evaluate them and the baselines on 200 val_unseen episodes (unseen apartments)
     python -m training.recipe --config config/recipe_small.yaml --stage eval \
         --work-dir /tmp/recipe --out-dir outputs/recipe --time-budget-min 8 \
