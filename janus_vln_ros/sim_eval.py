@@ -10,9 +10,11 @@ episode and exits, stops the navigator with SIGINT and prints the metrics table:
         --output-dir outputs/sim_eval/janus
     janus-vln sim-eval --model expert:ros --split ... --limit 10        # the expert over ROS
 
-Restarts: a node that dies (crash, OOM kill, SIGKILL) is started again, up to
-``--max-restarts`` times each; the bridge resumes from the results file and the episode that was
-running starts again from its beginning, so nothing is lost or counted twice. Running the same
+Restarts: when a node dies (crash, OOM kill, SIGKILL), both nodes are stopped and started again,
+up to ``--max-restarts`` times per node; the bridge resumes from the results file and the
+episode that was running starts again from its beginning, so nothing is lost or counted twice.
+The survivor is restarted too because a peer killed mid-message can leave Fast DDS's
+shared-memory transport unable to deliver to it. Running the same
 command again after an interruption resumes the run the same way.
 
 Each node's output goes to ``<output-dir>/logs/<node>-<n>.log``. ROS isolation: unless already
@@ -198,7 +200,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log_dir = out / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     commands, env = node_commands(args), node_environment(args)
-    starts = dict.fromkeys(NODES, 0)
+    starts = dict.fromkeys(NODES, 0)  # processes started (log file numbers)
+    deaths = dict.fromkeys(NODES, 0)  # unexpected exits (restarts)
     children: dict[str, _Child] = {}
 
     def start(name: str) -> None:
@@ -229,23 +232,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if CONFIGURE_FAILED in nav.tail(20000):
                 raise SimEvalError(f"the navigator cannot load model {args.model!r}; its log "
                                    f"({nav.log_path}):\n{nav.tail()}")
-            for name in NODES:
+            dead = {name: children[name].poll() for name in NODES}
+            dead = {name: code for name, code in dead.items() if code is not None}
+            if not dead:
+                continue
+            for name, code in dead.items():
                 child = children[name]
-                code = child.poll()
-                if code is None:
-                    continue
-                child.stop()
                 if name == "sim_bridge" and code == START_FAILED:
                     raise SimEvalError(f"sim_bridge cannot start; its log ({child.log_path}):\n"
                                        f"{child.tail()}")
-                if starts[name] > args.max_restarts:
+                deaths[name] += 1
+                if deaths[name] > args.max_restarts:
                     raise SimEvalError(
                         f"{name} exited with code {code} and was restarted {args.max_restarts} "
                         f"times already; its log ({child.log_path}):\n{child.tail()}"
                     )
-                log.warning("%s exited with code %s; starting it again (%d of %d restarts)",
-                            name, code, starts[name], args.max_restarts)
-                start(name)
+                log.warning("%s exited with code %s; starting both nodes again (%d of %d "
+                            "restarts)", name, code, deaths[name], args.max_restarts)
+            # the survivor too: a peer killed mid-message can leave Fast DDS's shared-memory
+            # transport unable to deliver to it (eProsima/Fast-DDS#5469), seen here as a
+            # navigator that never got another camera frame from the restarted bridge
+            for name in NODES:
+                children[name].stop()
+            start("sim_bridge")
+            start("navigator")
     finally:
         for name in ("navigator", "sim_bridge"):
             if name in children:

@@ -8,8 +8,9 @@ does, through every topic, conversion and handshake a learned policy goes throug
 
 The policy runs its own rclpy Context, node and executor thread, so it works inside any process
 (the navigator's worker thread calls ``act``). Its service name is resolved in the namespace the
-process was started in (``-r __ns:=...``), so ``expert:ros`` finds ``<ns>/sim_bridge/
-expert_action`` without extra arguments; ``expert:ros:<service>`` names another service.
+process was started in (``-r __ns:=...``, read from the arguments), so ``expert:ros`` finds
+``<ns>/sim_bridge/expert_action`` without extra arguments; ``expert:ros:<service>`` names
+another service.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Sequence
 
 from janus_core.actions import Action
 from janus_core.interface import Observation, Policy, StepResult
@@ -37,6 +39,27 @@ def parse_spec(spec: str) -> str:
     if not spec.startswith(SPEC_PREFIX + ":") or not spec[len(SPEC_PREFIX) + 1:].strip():
         raise ValueError(f"model {spec!r}: expected expert:ros or expert:ros:<service name>")
     return spec[len(SPEC_PREFIX) + 1:].strip()
+
+
+def process_namespace(argv: Sequence[str]) -> str:
+    """The namespace a ``-r __ns:=NS`` rule in ``argv``'s ``--ros-args`` gives every node.
+
+    The first such rule counts, as in rcl; node-specific rules (``name:__ns:=NS``) are not
+    looked at. ``/`` without one.
+    """
+    inside = False
+    args = iter(argv)
+    for arg in args:
+        if arg == "--ros-args":
+            inside = True
+        elif arg == "--":
+            inside = False
+        elif inside and arg in ("-r", "--remap"):
+            rule = next(args, "")
+            if rule.startswith("__ns:="):
+                namespace = rule[len("__ns:="):].strip()
+                return namespace if namespace.startswith("/") else "/" + namespace
+    return "/"
 
 
 class RosExpertPolicy(Policy):
@@ -61,11 +84,9 @@ class RosExpertPolicy(Policy):
         rclpy.init(args=list(sys.argv if argv is None else argv), context=self._context,
                    signal_handler_options=SignalHandlerOptions.NO)
         try:
-            # the namespace the process was started in, as rcl resolves it for its nodes
-            probe = Node("expert_probe", context=self._context, enable_rosout=False,
-                         start_parameter_services=False)
-            namespace = probe.get_namespace()
-            probe.destroy_node()
+            # no probe node to ask rcl for it: destroying a short-lived node once hung in
+            # rclpy's destroy_when_not_in_use (seen in CI, the navigator stuck at 100 % CPU)
+            namespace = process_namespace(sys.argv if argv is None else argv)
             self._node = Node("expert_client", namespace=namespace, context=self._context,
                               use_global_arguments=False, start_parameter_services=False)
             self._client = self._node.create_client(Trigger, service)

@@ -137,27 +137,29 @@ def test_killing_either_node_mid_split_loses_nothing(split, tmp_path):
         assert wait_until(lambda: len(results(out)) >= 1, 60.0, period=0.05), log_path.read_text()
         time.sleep(0.3)  # inside episode 2
         os.kill(pid("navigator", 1), signal.SIGKILL)
-        assert wait_until(lambda: pid("navigator", 2), 20.0), log_path.read_text()
+        assert wait_until(lambda: pid("navigator", 2) and pid("sim_bridge", 2), 40.0), \
+            log_path.read_text()
         assert wait_until(lambda: len(results(out)) >= 2, 60.0, period=0.05), log_path.read_text()
         time.sleep(0.3)  # inside episode 3
-        os.kill(pid("sim_bridge", 1), signal.SIGKILL)
+        os.kill(pid("sim_bridge", 2), signal.SIGKILL)
         assert finish(proc, 90, log_path) == 0, log_path.read_text()[-6000:]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     text = log_path.read_text()
-    assert pid("sim_bridge", 2) and not pid("navigator", 3), text
-    assert "navigator exited with code -9; starting it again" in text
+    # each death restarts both nodes (the survivor's DDS transport may not recover)
+    assert pid("sim_bridge", 3) and pid("navigator", 3) and not pid("navigator", 4), text
+    assert "navigator exited with code -9; starting both nodes again (1 of 3" in text
+    assert "sim_bridge exited with code -9; starting both nodes again (1 of 3" in text
     records = results(out)
     inproc = tmp_path / "inproc"
     evaluate(EvalConfig(policy="expert", split=str(split), output_dir=str(inproc),
                         sim={"render": False, "furniture": "shapes"}, progress=False))
     assert [stable(r) for r in records] == [stable(r) for r in results(inproc)]
     assert all(r["status"] == "ok" and r["metrics"]["sr"] == 1.0 for r in records)
-    restarted = (out / "logs" / "sim_bridge-1.log").read_text()
-    assert "restarts from its start: the navigator restarted" in restarted
-    resumed = (out / "logs" / "sim_bridge-2.log").read_text()
-    assert "1 to run" in resumed, resumed  # the bridge resumed from the results file
+    # each new bridge resumed from the results file
+    assert "2 to run" in (out / "logs" / "sim_bridge-2.log").read_text()
+    assert "1 to run" in (out / "logs" / "sim_bridge-3.log").read_text()
     # running the command again on a finished run does nothing and succeeds
     again = start_sim_eval(["--model", "expert:ros", "--split", str(split), "--output-dir",
                             str(out), "--width", "64", "--height", "48", "--sim-settings",
