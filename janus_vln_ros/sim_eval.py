@@ -232,8 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if CONFIGURE_FAILED in nav.tail(20000):
                 raise SimEvalError(f"the navigator cannot load model {args.model!r}; its log "
                                    f"({nav.log_path}):\n{nav.tail()}")
-            dead = {name: children[name].poll() for name in NODES}
-            dead = {name: code for name, code in dead.items() if code is not None}
+            dead = {n: code for n in NODES if (code := children[n].poll()) is not None}
             if not dead:
                 continue
             for name, code in dead.items():

@@ -28,8 +28,8 @@ from sim_bridge.simulator import (
     SimObservation,
     Simulator,
     TopDownMap,
+    check_episode_start,
     check_point,
-    quaternion_to_yaw,
 )
 
 log = logging.getLogger(__name__)
@@ -132,22 +132,14 @@ class EmbeddedSimulator(Simulator):
         too close to one, off the floor, outside the apartment), a goal more than 1 m from any
         navigable point.
         """
-        eid = episode_label(episode)
         sid = getattr(episode, "scene_id", None)
         if not isinstance(sid, str) or not is_embedded_scene_id(sid):
             raise ValueError(
-                f"{eid}: field scene_id {sid!r} is not an embedded scene (expected "
-                f"'embedded:apt_<seed>' or a SceneSpec .json); habitat scenes need "
+                f"{episode_label(episode)}: field scene_id {sid!r} is not an embedded scene "
+                f"(expected 'embedded:apt_<seed>' or a SceneSpec .json); habitat scenes need "
                 f"backend='habitat'")
-        start = check_point(episode.start_position, 3, f"{eid}: field start_position")
-        rot = check_point(episode.start_rotation, 4, f"{eid}: field start_rotation")
-        if not episode.goals:
-            raise ValueError(f"{eid}: field goals is empty")
-        goal = check_point(episode.goals[0].position, 3, f"{eid}: field goals[0].position")
-        try:
-            yaw = quaternion_to_yaw(rot)
-        except ValueError as exc:
-            raise ValueError(f"{eid}: field start_rotation: {exc}") from None
+        checked = check_episode_start(episode)
+        eid, start, goal, yaw = checked.label, checked.position, checked.goal, checked.yaw
         try:
             self.load_scene(sid)
         except (ValueError, OSError) as exc:

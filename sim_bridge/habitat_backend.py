@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from janus_core.actions import Action
-from sim_bridge.episodes import episode_label
 from sim_bridge.simulator import (
     SimConfig,
     SimObservation,
     Simulator,
     TopDownMap,
+    check_episode_start,
     check_point,
     quaternion_to_yaw,
     yaw_to_quaternion,
@@ -159,16 +159,8 @@ class HabitatSimulator(Simulator):
 
     def reset(self, episode) -> SimObservation:
         """Load the scene and place the agent at the episode start (ValueError on bad fields)."""
-        eid = episode_label(episode)  # "<file>: episode <id>" when read from a file
-        start = check_point(episode.start_position, 3, f"{eid}: field start_position")
-        rot = check_point(episode.start_rotation, 4, f"{eid}: field start_rotation")
-        if not episode.goals:
-            raise ValueError(f"{eid}: field goals is empty")
-        check_point(episode.goals[0].position, 3, f"{eid}: field goals[0].position")
-        try:
-            quaternion_to_yaw(rot)
-        except ValueError as exc:
-            raise ValueError(f"{eid}: field start_rotation: {exc}") from None
+        checked = check_episode_start(episode)
+        eid, start, rot = checked.label, checked.position, checked.rotation
         try:
             self.load_scene(episode.scene_id)
         except ValueError as exc:

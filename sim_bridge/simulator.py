@@ -253,6 +253,34 @@ def check_point(value, n: int, what: str) -> np.ndarray:
     return arr
 
 
+@dataclasses.dataclass
+class EpisodeStart:
+    """An episode's checked start pose and goal (:func:`check_episode_start`)."""
+
+    label: str  # "<file>: episode <id>": the prefix of every error about the episode
+    position: np.ndarray  # (3,)
+    rotation: np.ndarray  # (4,) [x, y, z, w]
+    yaw: float
+    goal: np.ndarray  # (3,)
+
+
+def check_episode_start(episode: Any) -> EpisodeStart:
+    """Check the fields every backend's ``reset`` needs; ValueError naming file, episode, field."""
+    from sim_bridge.episodes import episode_label
+
+    label = episode_label(episode)
+    start = check_point(episode.start_position, 3, f"{label}: field start_position")
+    rot = check_point(episode.start_rotation, 4, f"{label}: field start_rotation")
+    if not episode.goals:
+        raise ValueError(f"{label}: field goals is empty")
+    goal = check_point(episode.goals[0].position, 3, f"{label}: field goals[0].position")
+    try:
+        yaw = quaternion_to_yaw(rot)
+    except ValueError as exc:
+        raise ValueError(f"{label}: field start_rotation: {exc}") from None
+    return EpisodeStart(label, start, rot, yaw, goal)
+
+
 class Simulator(abc.ABC):
     """A VLN-CE simulator: one agent, discrete actions, RGB-D observations.
 
