@@ -83,8 +83,9 @@ def init_process_group(info: DistInfo, backend: str | None = None,
 
     Returns True when this call created the group (call :func:`destroy_process_group` at the end).
     ``backend`` defaults to NCCL with CUDA and gloo otherwise. The HF Trainer creates its own group,
-    so SFT does not call this; collection and DAgger do, for their barriers. ``timeout_s`` is long
-    because ranks finish their share of episodes at different times before the closing barrier.
+    so SFT does not call this (it leaves that group at the end); collection and DAgger do, for
+    their barriers. ``timeout_s`` is long because ranks finish their share of episodes at
+    different times before the closing barrier.
     """
     if not info.is_distributed:
         return False

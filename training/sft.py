@@ -55,7 +55,7 @@ from janus_core.processor import JanusProcessor
 from janus_core.tokenizer import build_tokenizer, load_chat_template, load_tokenizer
 from training.annotations import AnnotationError
 from training.dataset import NavSFTDataset, SFTCollator, load_sources
-from training.distributed import get_dist_info
+from training.distributed import barrier, destroy_process_group, get_dist_info
 
 log = logging.getLogger(__name__)
 
@@ -645,6 +645,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger().setLevel(logging.WARNING)
         os.makedirs(cfg.output_dir, exist_ok=True)
         run_sft(cfg)
+        # the Trainer made the process group: leave it together before exiting; left to
+        # interpreter shutdown, gloo aborted a rank ("terminate called without an active
+        # exception", SIGABRT) after the final save
+        barrier(info)
+        destroy_process_group(created=True)
     except (TrainConfigError, AnnotationError, CheckpointError) as err:
         log.error("%s", err)
         return 2
