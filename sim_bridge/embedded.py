@@ -90,7 +90,8 @@ class EmbeddedSimulator(Simulator):
             self._scene, self._grid = spec, grid
             self._expert = ShortestPathExpert(
                 grid, forward_step=self.config.forward_step, turn_angle_deg=self.config.turn_angle,
-                stop_radius=self.config.expert_stop_radius, allow_sliding=self.config.allow_sliding)
+                stop_radius=self.config.expert_stop_radius, allow_sliding=self.config.allow_sliding,
+                heading_tolerance_deg=self.config.expert_heading_tolerance or None)
             if self.config.render:
                 if self._renderer is None:
                     from sim_bridge.renderer import Renderer

@@ -682,18 +682,22 @@ class ShortestPathExpert:
     """The next VLN-CE action along the shortest path to a goal (see the module docstring).
 
     ``stop_radius``: STOP once the geodesic distance to the goal is at most this many metres.
+    ``heading_tolerance_deg``: turn only while the heading error is above this (default: half a
+    turn, the tightest tracking the turn angle allows; wider gives fewer zig-zags).
     The motion model (``forward_step``, ``turn_angle_deg``, ``allow_sliding``) must match the
     simulator's, because the expert simulates a forward step to decide whether it helps.
     """
 
     def __init__(self, grid: NavGrid, forward_step: float = 0.25, turn_angle_deg: float = 15.0,
                  stop_radius: float = 0.25, allow_sliding: bool = True, lookahead: float = 1.0,
-                 min_progress: float = 0.05):
+                 min_progress: float = 0.05, heading_tolerance_deg: float | None = None):
         if stop_radius <= 0:
             raise ValueError(f"stop_radius must be > 0, got {stop_radius}")
         self.grid = grid
         self.forward_step = float(forward_step)
         self.turn = math.radians(turn_angle_deg)
+        self.tolerance = (self.turn / 2 if heading_tolerance_deg is None
+                          else math.radians(heading_tolerance_deg))
         self.stop_radius = float(stop_radius)
         self.allow_sliding = allow_sliding
         self.lookahead = float(lookahead)
@@ -722,7 +726,7 @@ class ShortestPathExpert:
         if self._commit is None:
             carrot = self._carrot(field, p)
             error = wrap_angle(heading_to(carrot[0] - p[0], carrot[1] - p[2]) - yaw)
-            if abs(error) > self.turn / 2 + 1e-6:
+            if abs(error) > self.tolerance + 1e-6:
                 return Action.TURN_LEFT if error > 0 else Action.TURN_RIGHT
             if self._progress(field, p, yaw, dist) >= self.min_progress:
                 return Action.MOVE_FORWARD

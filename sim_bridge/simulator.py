@@ -56,6 +56,10 @@ class SimConfig:
     - ``expert_stop_radius``: the expert answers STOP once the geodesic distance to the goal is at
       most this (metres). 0.25 m = one forward step: it ends next to the goal, far inside VLN-CE's
       3 m success distance, the way habitat's follower ends its reference paths.
+    - ``expert_heading_tolerance``: the embedded expert turns only while its heading error is
+      above this (degrees); 0 means half a turn (7.5 degrees at 15-degree turns: the shortest
+      path, but the labels zig-zag left-forward-right). Training data uses 15: one turn of
+      dead-band, cleaner labels, the same success (``config/recipe_small.yaml``).
     - ``success_distance``: VLN-CE success threshold in metres (3.0), for drivers and metrics.
     - ``render``: False runs the embedded backend blind (empty images, no OpenGL needed) for
       expert data, episode generation and tests.
@@ -80,6 +84,7 @@ class SimConfig:
     allow_sliding: bool = True
     seed: int = 0
     expert_stop_radius: float = 0.25
+    expert_heading_tolerance: float = 0.0
     success_distance: float = 3.0
     render: bool = True
     grid_cell: float = 0.05
@@ -102,6 +107,9 @@ class SimConfig:
         for name in positive:
             if not float(getattr(self, name)) > 0.0:
                 raise ValueError(f"SimConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.expert_heading_tolerance < 90.0:
+            raise ValueError("SimConfig.expert_heading_tolerance must be in [0, 90) degrees, got "
+                             f"{self.expert_heading_tolerance}")
         if self.agent_radius < 0:
             raise ValueError(f"SimConfig.agent_radius must be >= 0, got {self.agent_radius}")
         if not 0.0 <= self.depth_min < self.depth_max:

@@ -131,6 +131,12 @@ class RecipeConfig:
     eval_max_steps: int = 500
     eval_device: str = "auto"
     eval_baselines: list[str] = dataclasses.field(default_factory=lambda: list(BASELINES))
+    # held-out set of the campaign (training.campaign): expert trajectories and closed-loop
+    # episodes in apartments of generator seed heldout_seed (never trained on, not val_unseen)
+    heldout_episodes: int = 60
+    heldout_seed: int = 90
+    sr_episodes: int = 40
+    state_dtype: str = "bfloat16"  # of the carried training state (training.train_state)
 
     def __post_init__(self):
         """Check values; the message names the field."""
@@ -268,20 +274,20 @@ def check_disjoint(train: Path, val: Path) -> dict[str, Any]:
 
 
 def collect_expert(pool: WorkerPool, cfg: RecipeConfig, split: Path, work: Path,
-                   deadline: float | None = None) -> dict[str, Any]:
-    """Expert trajectories of every training episode into the store (tag ``expert``)."""
+                   deadline: float | None = None, tag: str = "expert") -> dict[str, Any]:
+    """Expert trajectories of every episode of ``split`` into the store (tag ``tag``)."""
     from sim_bridge.episodes import episode_sort_key, load_split
     from training.trajectories import TrajectoryStore
 
     store_dir = work / "store"
     if (store_dir / "store.json").exists():
-        have = TrajectoryStore(store_dir, tags=["expert"])
+        have = TrajectoryStore(store_dir, tags=[tag])
         if len(have):
             log.info("expert data: reusing %d trajectories in %s", len(have), store_dir)
             return {"kept": len(have), "frames": have.num_frames, "reused": True}
     episodes = sorted(load_split(split), key=episode_sort_key)
     ids = [str(ep.episode_id) for ep in episodes]
-    payloads = [{"split": str(split), "episode_ids": chunk, "tag": "expert",
+    payloads = [{"split": str(split), "episode_ids": chunk, "tag": tag,
                  "options": {"expert": "reference", **cfg.collect},
                  "stop_radius": cfg.stop_radius}
                 for chunk in chunked(ids, cfg.collect_chunk)]
@@ -291,7 +297,7 @@ def collect_expert(pool: WorkerPool, cfg: RecipeConfig, split: Path, work: Path,
     kept = [it for it in items if it["kept"]]
     stats = {"episodes": len(ids), "rolled_out": len(items), "kept": len(kept),
              "frames": sum(it["frames"] for it in kept), "seconds": time.monotonic() - t0}
-    log.info("expert data: %s", stats)
+    log.info("expert data (%s): %s", tag, stats)
     if not kept:
         raise RecipeError("expert collection kept no trajectory")
     return stats

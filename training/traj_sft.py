@@ -180,92 +180,145 @@ class ModelTrainer:
         scale = s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
         return s.learning_rate * scale
 
-    def batch_loss(self, bank: FrameBank, records: Sequence[int],
-                   rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss (and stats) of one batch of whole trajectories (see the module docstring)."""
+    def _encode(self, bank: FrameBank, records: Sequence[int]) -> dict[str, Any]:
+        """ViT and (causal) VGGT features of every frame of ``records``, concatenated."""
         model, geo, s = self.model, self.model.geometry, self.settings
-        hidden_size = self.cfg.qwen.hidden_size
         lengths = [bank.length(i) for i in records]
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         frames = torch.cat([bank.frames_of(i) for i in records]).to(model.device)
         images = frames_to_images(frames)
-        n_frames = len(images)
+        pixel_values, _ = qwen_patches(images, geo, self.cfg.qwen.temporal_patch_size)
+        vit = self.encoder(pixel_values, len(images))
+        vggt = None
+        if model.vggt is not None:
+            t_max = max(lengths)
+            padded = images.new_zeros((len(records), t_max, *images.shape[1:]))
+            for b, n in enumerate(lengths):
+                padded[b, :n] = images[offsets[b] : offsets[b] + n]
+            feats = causal_vggt_features(model, padded, chunk=s.vggt_chunk)
+            real = torch.cat([feats[b, :n] for b, n in enumerate(lengths)])
+            vggt = merge_vggt(model, real)  # [F, tok, hidden]
+        return {"vit": vit, "vggt": vggt, "lengths": lengths, "offsets": offsets,
+                "n_frames": len(images)}
+
+    def _reply_logits(self, bank: FrameBank, records: Sequence[int], enc: dict[str, Any],
+                      steps: Sequence[Sequence[int]],
+                      answers: Sequence[Sequence[int]]) -> tuple[torch.Tensor, list[tuple]]:
+        """Logits predicting each reply token of each sample, as the policy would see it.
+
+        ``steps[b]``: the steps of record ``records[b]`` to sample; ``answers``: one reply per
+        sample (in that order). Each sample is the evaluation prompt with the frames
+        ``sample_history(t, num_history)``, each image's tokens plus ``lam * merger(vggt_t)``.
+        Returns ``[tokens, vocab]`` logits and one ``(sample, position in reply, token)`` per row.
+        """
+        model = self.model
+        hidden_size = self.cfg.qwen.hidden_size
+        vit, vggt, offsets = enc["vit"], enc["vggt"], enc["offsets"]
+        prompts, image_idx, vggt_idx = [], [], []
+        for b, rec_i in enumerate(records):
+            rec = bank.records[rec_i]
+            for t in steps[b]:
+                idx = sample_history(t, self.cfg.memory.num_history)
+                prompts.append(self.prompts.get(rec.instruction, len(idx)))
+                image_idx.extend(int(offsets[b]) + i for i in idx)
+                vggt_idx.extend([int(offsets[b]) + t] * len(idx))
+        dev = model.device
+        rows = vit[torch.tensor(image_idx, device=dev)]
+        if vggt is not None:
+            rows = rows + model.lam * vggt[torch.tensor(vggt_idx, device=dev)].to(rows.dtype)
+        batch = build_llm_batch(prompts, answers, self.cfg.qwen.pad_token_id, dev)
+        hidden = llm_hidden(model, batch, rows.reshape(-1, hidden_size))
+        r, c, where = [], [], []
+        for i, (p, a) in enumerate(zip(prompts, answers)):
+            for j, token in enumerate(a):
+                r.append(i)
+                c.append(len(p) - 1 + j)
+                where.append((i, j, token))
+        logits = model.qwen.lm_head(hidden[torch.tensor(r, device=dev),
+                                           torch.tensor(c, device=dev)]).float()
+        return logits, where
+
+    def batch_loss(self, bank: FrameBank, records: Sequence[int],
+                   rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss (and stats) of one batch of whole trajectories (see the module docstring)."""
+        model, s = self.model, self.settings
         with autocast_for_training(model):
-            pixel_values, _ = qwen_patches(images, geo, self.cfg.qwen.temporal_patch_size)
-            vit = self.encoder(pixel_values, n_frames)
-            vggt = None
-            if model.vggt is not None:
-                t_max = max(lengths)
-                padded = images.new_zeros((len(records), t_max, *images.shape[1:]))
-                for b, n in enumerate(lengths):
-                    padded[b, :n] = images[offsets[b] : offsets[b] + n]
-                feats = causal_vggt_features(model, padded, chunk=s.vggt_chunk)
-                real = torch.cat([feats[b, :n] for b, n in enumerate(lengths)])
-                vggt = merge_vggt(model, real)  # [F, tok, hidden]
-            prompts, answers, weights, image_idx, vggt_idx, labels = [], [], [], [], [], []
-            for b, rec_i in enumerate(records):
-                rec = bank.records[rec_i]
-                T = lengths[b]
-                steps = self._pick_steps(T, rng)
-                for t in steps:
-                    idx = sample_history(t, self.cfg.memory.num_history)
-                    prompts.append(self.prompts.get(rec.instruction, len(idx)))
-                    label = rec.labels[t]
-                    labels.append(label)
-                    answers.append(self.answers[label])
-                    weights.append(s.stop_weight if label == int(Action.STOP) else 1.0)
-                    image_idx.extend(int(offsets[b]) + i for i in idx)
-                    vggt_idx.extend([int(offsets[b]) + t] * len(idx))
-            gather = torch.tensor(image_idx, device=model.device)
-            rows = vit[gather]
-            if vggt is not None:
-                rows = rows + model.lam * vggt[torch.tensor(vggt_idx, device=model.device)].to(
-                    rows.dtype)
-            batch = build_llm_batch(prompts, answers, self.cfg.qwen.pad_token_id, model.device)
-            hidden = llm_hidden(model, batch, rows.reshape(-1, hidden_size))
-            r, c, targets, w, sample_of = [], [], [], [], []
-            for i, (p, a) in enumerate(zip(prompts, answers)):
-                for j, token in enumerate(a):
-                    r.append(i)
-                    c.append(len(p) - 1 + j)
-                    targets.append(token)
-                    w.append(weights[i])
-                    sample_of.append(i)
-            dev = model.device
-            logits = model.qwen.lm_head(hidden[torch.tensor(r, device=dev),
-                                               torch.tensor(c, device=dev)]).float()
-        targets_t = torch.tensor(targets, device=dev)
-        w_t = torch.tensor(w, device=dev)
+            enc = self._encode(bank, records)
+            steps = [self._pick_steps(n, rng) for n in enc["lengths"]]
+            labels = [bank.records[i].labels[t] for i, st in zip(records, steps) for t in st]
+            answers = [self.answers[label] for label in labels]
+            logits, where = self._reply_logits(bank, records, enc, steps, answers)
+        dev = model.device
+        weights = [s.stop_weight if label == int(Action.STOP) else 1.0 for label in labels]
+        targets_t = torch.tensor([tok for _, _, tok in where], device=dev)
+        w_t = torch.tensor([weights[i] for i, _, _ in where], device=dev)
         ce = F.cross_entropy(logits, targets_t, reduction="none")
         loss = (ce * w_t).sum() / w_t.sum()
         aux = None
         if self.aux_head is not None:
             # every frame's own fused tokens -> that frame's label (the visual encoders learn
             # action-relevant features directly, not only through the LLM)
+            vit, vggt = enc["vit"], enc["vggt"]
             hidden = vit.shape[-1]
             fused = model.fuse(vit.reshape(-1, hidden),
                                None if vggt is None else vggt.reshape(-1, hidden), 1)
             frame_labels = torch.tensor([a for i in records for a in bank.records[i].labels],
                                         device=dev)
-            aux = F.cross_entropy(self.aux_head(fused.reshape(n_frames, -1).float()),
+            aux = F.cross_entropy(self.aux_head(fused.reshape(enc["n_frames"], -1).float()),
                                   frame_labels)
             loss = loss + s.aux_weight * aux
         with torch.no_grad():
             right = (logits.argmax(-1) == targets_t).float()
-            per_sample = torch.zeros(len(prompts), device=dev).index_add_(
-                0, torch.tensor(sample_of, device=dev), 1 - right)
+            per_sample = torch.zeros(len(labels), device=dev).index_add_(
+                0, torch.tensor([i for i, _, _ in where], device=dev), 1 - right)
             correct = per_sample == 0
-            labels_t = torch.tensor(labels, device=dev)
-            stop = labels_t == int(Action.STOP)
+            stop = torch.tensor(labels, device=dev) == int(Action.STOP)
         stats = {
             "loss": float(loss.detach()),
             "acc": float(correct.float().mean()),
             "stop_acc": float(correct[stop].float().mean()) if bool(stop.any()) else float("nan"),
             "aux": float(aux.detach()) if aux is not None else float("nan"),
-            "samples": float(len(prompts)),
-            "frames": float(n_frames),
+            "samples": float(len(labels)),
+            "frames": float(enc["n_frames"]),
         }
         return loss, stats
+
+    @torch.no_grad()
+    def predict(self, bank: FrameBank, record: int, chunk: int = 64) -> list[int]:
+        """The action the model takes at every step of ``record`` (teacher-forced history).
+
+        Greedy decoding as reference mode does it: the first reply token is the argmax over
+        the whole vocabulary (a token that starts no action name reads as STOP, the release's
+        rule); after ``TURN`` the side is the likelier of the two. Eval mode, no gradients.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with autocast_for_training(self.model):
+                enc = self._encode(bank, [record])
+                first = {a: ids[0] for a, ids in self.answers.items()}
+                turn = first[int(Action.TURN_LEFT)]
+                sides = (self.answers[int(Action.TURN_LEFT)][1],
+                         self.answers[int(Action.TURN_RIGHT)][1])
+                out: list[int] = []
+                n = enc["lengths"][0]
+                for lo in range(0, n, chunk):
+                    steps = list(range(lo, min(n, lo + chunk)))
+                    logits, where = self._reply_logits(bank, [record], enc, [steps],
+                                                       [[turn, sides[0]]] * len(steps))
+                    lg = logits.view(len(steps), 2, -1)
+                    top = lg[:, 0].argmax(-1).tolist()
+                    left = (lg[:, 1, sides[0]] >= lg[:, 1, sides[1]]).tolist()
+                    for tok, is_left in zip(top, left):
+                        if tok == turn:
+                            out.append(int(Action.TURN_LEFT if is_left else Action.TURN_RIGHT))
+                        elif tok == first[int(Action.MOVE_FORWARD)]:
+                            out.append(int(Action.MOVE_FORWARD))
+                        else:
+                            out.append(int(Action.STOP))
+                return out
+        finally:
+            self.model.train(was_training)
 
     def _pick_steps(self, T: int, rng: np.random.Generator) -> list[int]:
         n = self.settings.samples_per_trajectory
