@@ -95,12 +95,29 @@ def sorted_records(store: Any) -> list[Any]:
 
 
 def heldout_scores(trainer: Any, bank: Any) -> dict[str, Any]:
-    """The model and the two baselines on every step of the held-out bank."""
+    """The model and the two simple baselines on every step of the held-out bank."""
     labels = [r.labels for r in bank.records]
     preds = [trainer.predict(bank, i) for i in range(len(bank))]
     return {"model": score_actions(labels, preds).to_json(),
             "previous_action": score_actions(labels, previous_action_baseline(labels)).to_json(),
             "majority": score_actions(labels, majority_baseline(labels)).to_json()}
+
+
+def cnn_baseline(train_bank: Any, held_bank: Any, work: Path, steps: int) -> dict[str, Any]:
+    """The CNN + words reference predictor's held-out score (computed once per work dir)."""
+    from training.baselines import predict_cnn, train_cnn
+
+    cache = work / "cnn_baseline.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    t0 = time.perf_counter()
+    model, vocab = train_cnn(train_bank, steps=steps)
+    labels = [r.labels for r in held_bank.records]
+    score = score_actions(labels, predict_cnn(model, vocab, held_bank)).to_json()
+    score["train_steps"] = steps
+    score["seconds"] = round(time.perf_counter() - t0, 1)
+    cache.write_text(json.dumps(score) + "\n")
+    return score
 
 
 def closed_loop(pool: WorkerPool, cfg: RecipeConfig, checkpoint: Path, split: Path,
@@ -193,6 +210,11 @@ def run_call(cfg: RecipeConfig, state: Path | None, work: Path, out: Path) -> di
             rng, _ = load_state(trainer, state)
             if (state / CURVE).exists():
                 curve = [json.loads(x) for x in (state / CURVE).read_text().splitlines() if x]
+        if cfg.cnn_baseline_steps > 0:
+            row["cnn_baseline"] = cnn_baseline(train_bank, held_bank, work,
+                                               cfg.cnn_baseline_steps)
+            log.info("CNN + words baseline: held-out accuracy %.3f, early-STOP rate %.4f",
+                     row["cnn_baseline"]["accuracy"], row["cnn_baseline"]["early_stop_rate"])
         first_step = trainer.step_count
         pool_ids = list(range(len(train_bank)))
         k = min(sft.trajectories_per_step, len(pool_ids))

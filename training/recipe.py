@@ -136,6 +136,7 @@ class RecipeConfig:
     heldout_episodes: int = 60
     heldout_seed: int = 90
     sr_episodes: int = 40
+    cnn_baseline_steps: int = 600  # training.baselines' reference predictor; 0: skip
     state_dtype: str = "bfloat16"  # of the carried training state (training.train_state)
 
     def __post_init__(self):
