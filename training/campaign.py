@@ -33,7 +33,6 @@ models/janusvln-small`` writes the shipped checkpoint and the committed state.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import logging

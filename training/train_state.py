@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
