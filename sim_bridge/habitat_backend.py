@@ -68,7 +68,7 @@ INSTALL_HINT = (
     f"sim.habitat_python=<env>/bin/python or {PYTHON_ENV}=<env>/bin/python (docs/habitat.md); "
     "without habitat-sim use SimConfig(backend='embedded')"
 )
-MAX_RESTARTS = 3  # worker deaths in a row (no successful reset or step between) before giving up
+MAX_RESTARTS = 3  # worker deaths in a row (no successful step between) before giving up
 
 _ACTION_KEYS = {Action.MOVE_FORWARD: "move_forward", Action.TURN_LEFT: "turn_left",
                 Action.TURN_RIGHT: "turn_right"}
@@ -170,6 +170,7 @@ class WorkerProcess:
                 f"with numpy is needed; log: {self.log_path})") from None
         if hello.get("error"):
             self.kill()
+            self.log_path.unlink(missing_ok=True)  # the error line says it all
             raise HabitatUnavailableError(
                 f"habitat worker: {exe} {hello['error']}. {INSTALL_HINT}")
         if hello.get("hello") != habitat_worker.PROTOCOL_VERSION:
@@ -272,6 +273,7 @@ class HabitatSimulator(Simulator):
         self._worker: WorkerProcess | None = None
         self._deaths_in_a_row = 0
         self._scene_path: Path | None = None
+        self.navmesh_source: str | None = None  # "loaded" | "computed" | "kept": the last scene's
         self._episode = None
         self._position = np.zeros(3)
         self._rotation = [0.0, 0.0, 0.0, 1.0]
@@ -362,7 +364,8 @@ class HabitatSimulator(Simulator):
             reply = self._call("load_scene",
                                {"path": str(path), "navmesh": self.config.habitat_navmesh},
                                float(self.config.habitat_load_timeout_s))
-            log.info("habitat scene %s: navmesh %s", path, reply.get("navmesh"))
+            self.navmesh_source = reply.get("navmesh")
+            log.info("habitat scene %s: navmesh %s", path, self.navmesh_source)
             self._scene_path = path
         return path
 
@@ -381,7 +384,6 @@ class HabitatSimulator(Simulator):
         obs = self._take(self._call("set_state", {"position": start.tolist(),
                                                   "rotation": rot.tolist()}))
         self._episode = episode
-        self._deaths_in_a_row = 0
         return obs
 
     @property
