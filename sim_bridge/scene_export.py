@@ -51,8 +51,8 @@ def glb_bytes(positions: np.ndarray, normals: np.ndarray, colors: np.ndarray) ->
     n = len(positions)
     if n == 0 or n % 3:
         raise ValueError(f"expected a non-empty list of triangles, got {n} vertices")
-    arrays = [np.ascontiguousarray(positions, np.float32), np.ascontiguousarray(normals, np.float32),
-              np.ascontiguousarray(colors, np.float32), np.arange(n, dtype=np.uint32)]
+    arrays = [np.ascontiguousarray(a, np.float32) for a in (positions, normals, colors)]
+    arrays.append(np.arange(n, dtype=np.uint32))
     views, accessors, blob = [], [], b""
     for i, arr in enumerate(arrays):
         data = arr.tobytes()

@@ -20,8 +20,8 @@ def test_exported_glb_reads_back_with_the_scenes_triangles_z_up(tmp_path):
     # z is up in the file: the floor (habitat y = 0) is z = 0, the ceiling z = ceiling height
     assert mesh.vertices[:, 2].min() == pytest.approx(0.0, abs=1e-5)
     assert mesh.vertices[:, 2].max() == pytest.approx(scene.ceiling_height, abs=1e-5)
-    got = np.asarray(mesh.visual.vertex_attributes["color"])[:, :3] / 255.0  # COLOR_0
-    np.testing.assert_allclose(got, colors, atol=1 / 255 + 1e-6)
+    got = np.asarray(mesh.visual.vertex_attributes["color"], dtype=float)  # COLOR_0, floats
+    np.testing.assert_allclose(got[:, :3], colors, atol=1e-6)
 
 
 def test_habitat_to_mp3d_is_habitats_glb_rotation():
