@@ -64,9 +64,10 @@ class Episode:
 
     ``gt_locations`` / ``gt_actions`` / ``gt_forward_steps`` come from ``{split}_gt.json.gz``
     (dense expert path and action ids); ``language`` and ``instruction_id`` are set for RxR
-    episodes. ``instruction_tokens`` are R2R's vocabulary ids (optional). ``instruction_extra``
-    keeps any other instruction fields (RxR ``annotator_id``, ``edit_distance``, ...) and
-    ``extra`` any unknown episode-level fields, so a file survives a load/save round trip.
+    episodes. ``instruction_tokens`` are R2R's vocabulary ids or RxR's token strings
+    (optional). ``instruction_extra`` keeps any other instruction fields (RxR ``annotator_id``,
+    ``edit_distance``, ...) and ``extra`` any unknown episode-level fields, so a file survives a
+    load/save round trip.
     ``source`` is the file the episode was read from (set by :func:`read_split_file`, never
     written), so a simulator's error about the episode can name the file (:func:`episode_label`).
     """
@@ -85,7 +86,7 @@ class Episode:
     gt_locations: list[list[float]] | None = None
     gt_actions: list[int] | None = None
     gt_forward_steps: int | None = None
-    instruction_tokens: list[int] | None = None
+    instruction_tokens: list[int] | list[str] | None = None
     instruction_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: str | None = dataclasses.field(default=None, compare=False, repr=False)
@@ -312,11 +313,13 @@ def episode_from_json(data: Any, path: Path | str | None = None, index: int = 0)
     if not isinstance(text, str) or not text.strip():
         raise ctx.error("instruction.instruction_text", f"expected non-empty text, got {text!r}")
     tokens = instr.get("instruction_tokens")
-    if tokens is not None:
-        if not isinstance(tokens, list) or not all(
-            isinstance(t, int) and not isinstance(t, bool) for t in tokens
-        ):
-            raise ctx.error("instruction.instruction_tokens", "expected a list of integers")
+    if tokens is not None:  # R2R: vocabulary ids; RxR: strings (VLN-CE's List[str])
+        ints = all(isinstance(t, int) and not isinstance(t, bool) for t in tokens) \
+            if isinstance(tokens, list) else False
+        strs = isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)
+        if not (ints or strs):
+            raise ctx.error("instruction.instruction_tokens",
+                            "expected a list of integers (R2R) or of strings (RxR)")
     language = instr.get("language")
     if language is not None and not isinstance(language, str):
         raise ctx.error("instruction.language", f"expected a string, got {language!r}")

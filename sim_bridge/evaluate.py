@@ -67,6 +67,7 @@ from sim_bridge.episodes import (
 from sim_bridge.expert import ExpertPolicy
 from sim_bridge.metrics import SUCCESS_DISTANCE, EpisodeMetrics, aggregate, format_table
 from sim_bridge.results import ResultsFile, shard_file_name
+from sim_bridge.simulator import BackendUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -671,6 +672,10 @@ def _run_shard(plan: RunPlan, sim, policy, todo: list[Episode]) -> None:
                 if writer is not None:
                     writer.close()
                     record["video"] = str(Path("videos") / writer.path.name)
+            except BackendUnavailableError:
+                if writer is not None:
+                    writer.close(discard=True)
+                raise  # the backend is gone for good: stop, keeping the finished episodes
             except Exception as err:  # noqa: BLE001 - a bad episode must not stop the run
                 log.exception("episode %s (%s) failed", episode.episode_id, episode.scene_id)
                 record.update({
@@ -822,7 +827,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = config_from_args(args)
             out = Path(cfg.output_dir)
             data = evaluate(cfg)
-    except (EvalError, EpisodeFormatError, results_mod.ResultsError) as err:
+    except (EvalError, EpisodeFormatError, results_mod.ResultsError,
+            BackendUnavailableError) as err:
         log.error("%s", err)
         return 1
     log.info("%d of %s episodes finished%s; metrics in %s\n%s", data["finished"],

@@ -681,7 +681,7 @@ class NavGrid:
 class ShortestPathExpert:
     """The next VLN-CE action along the shortest path to a goal (see the module docstring).
 
-    ``stop_radius``: STOP once the geodesic distance to the goal is at most this many metres.
+    ``stop_radius``: STOP once the geodesic distance to the goal is below this many metres.
     ``heading_tolerance_deg``: turn only while the heading error is above this (default: half a
     turn, the tightest tracking the turn angle allows; wider gives fewer zig-zags).
     The motion model (``forward_step``, ``turn_angle_deg``, ``allow_sliding``) must match the
@@ -717,7 +717,7 @@ class ShortestPathExpert:
             log.warning("expert: goal %s is unreachable from %s; answering STOP",
                         np.round(np.asarray(goal, float), 3).tolist(), np.round(p, 3).tolist())
             return Action.STOP
-        if dist <= self.stop_radius:
+        if dist < self.stop_radius:  # strictly, as habitat-sim's GreedyGeodesicFollower
             self._commit = None
             return Action.STOP
         key = (round(p[0], 4), round(p[2], 4))

@@ -36,6 +36,15 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("embedded", "habitat", "auto")
 FURNITURE = ("auto", "shapes", "sweethome3d")
+NAVMESH_MODES = ("auto", "recompute")
+
+
+class BackendUnavailableError(RuntimeError):
+    """The backend cannot run at all (not installed, its worker cannot start or restart).
+
+    An evaluation stops on it with this one-line message, keeping its finished episodes; an
+    error of a single episode is any other exception.
+    """
 
 
 @dataclasses.dataclass
@@ -53,9 +62,10 @@ class SimConfig:
     - ``scenes_dir``: root for relative scene paths (habitat ``.glb``; embedded ``.json``).
     - ``allow_sliding``: a blocked forward step slides along the obstacle (habitat default).
     - ``seed``: seeds the backend's random state (habitat-sim, ``sample_navigable_point``).
-    - ``expert_stop_radius``: the expert answers STOP once the geodesic distance to the goal is at
-      most this (metres). 0.25 m = one forward step: it ends next to the goal, far inside VLN-CE's
-      3 m success distance, the way habitat's follower ends its reference paths.
+    - ``expert_stop_radius``: the expert answers STOP once the geodesic distance to the goal is
+      below this (metres; strictly, as habitat-sim's GreedyGeodesicFollower compares). 0.25 m =
+      one forward step: it ends next to the goal, far inside VLN-CE's 3 m success distance, the
+      way habitat's follower ends its reference paths.
     - ``expert_heading_tolerance``: the embedded expert turns only while its heading error is
       above this (degrees); 0 means half a turn (7.5 degrees at 15-degree turns: the shortest
       path, but the labels zig-zag left-forward-right). Training data uses 15: one turn of
@@ -67,6 +77,12 @@ class SimConfig:
     - ``furniture``: embedded furniture look: ``shapes`` (procedural), ``sweethome3d`` (Debian's
       sweethome3d-furniture models; error if missing) or ``auto`` (models when installed).
     - ``gpu_device_id``: habitat-sim's GPU.
+    - ``habitat_python``: the interpreter that runs the habitat worker (one with habitat-sim,
+      e.g. a conda env's ``bin/python``); None: ``$JANUS_HABITAT_PYTHON``, else this Python.
+    - ``habitat_timeout_s``: seconds the habitat worker may take for one step or query before it
+      is declared hung and stopped; ``habitat_load_timeout_s``: for its start and a scene load.
+    - ``habitat_navmesh``: ``auto`` (the scene's ``.navmesh`` when habitat-sim finds one, else
+      one computed for this agent) or ``recompute`` (always computed from the scene mesh).
     """
 
     backend: str = "embedded"
@@ -90,6 +106,10 @@ class SimConfig:
     grid_cell: float = 0.05
     furniture: str = "auto"
     gpu_device_id: int = 0
+    habitat_python: str | None = None
+    habitat_timeout_s: float = 60.0
+    habitat_load_timeout_s: float = 600.0
+    habitat_navmesh: str = "auto"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -102,8 +122,12 @@ class SimConfig:
                 raise ValueError(f"SimConfig.{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 < self.hfov_deg < 180.0:
             raise ValueError(f"SimConfig.hfov_deg must be in (0, 180) degrees, got {self.hfov_deg}")
+        if self.habitat_navmesh not in NAVMESH_MODES:
+            raise ValueError(f"SimConfig.habitat_navmesh: {self.habitat_navmesh!r} is not one of "
+                             f"{list(NAVMESH_MODES)}")
         positive = ("camera_height", "agent_height", "forward_step", "turn_angle",
-                    "expert_stop_radius", "success_distance", "grid_cell")
+                    "expert_stop_radius", "success_distance", "grid_cell", "habitat_timeout_s",
+                    "habitat_load_timeout_s")
         for name in positive:
             if not float(getattr(self, name)) > 0.0:
                 raise ValueError(f"SimConfig.{name} must be > 0, got {getattr(self, name)}")
@@ -355,7 +379,7 @@ class Simulator(abc.ABC):
     def expert_action(self, goal=None) -> Action:
         """The shortest-path next action towards ``goal`` (default: the episode goal).
 
-        STOP once within ``config.expert_stop_radius`` (geodesic) of it.
+        STOP once closer than ``config.expert_stop_radius`` (geodesic) to it.
         """
 
     @abc.abstractmethod

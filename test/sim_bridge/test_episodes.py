@@ -178,6 +178,8 @@ def test_missing_file(tmp_path):
     (lambda e: e.__setitem__("start_rotation", [0, 0, 0, float("nan")]), "finite"),
     (lambda e: e.__setitem__("reference_path", [[0, 0]]), "'reference_path\\[0\\]'"),
     (lambda e: e.__setitem__("goals", []), "non-empty list of goals"),
+    (lambda e: e["instruction"].__setitem__("instruction_tokens", [1, "go"]),
+     "'instruction.instruction_tokens': expected a list of integers \\(R2R\\) or of strings"),
 ])
 def test_malformed_episode_names_file_episode_and_field(tmp_path, mutate, field):
     bad = r2r_episode(42)
@@ -217,3 +219,15 @@ def test_bad_gt(tmp_path):
     write(gt, {"1": {"actions": [0]}})
     with pytest.raises(EpisodeFormatError, match="'locations': missing"):
         load_split(split, gt_path=gt)
+
+
+def test_rxr_string_tokens_are_kept_as_vln_ce_reads_them(tmp_path):
+    ep = rxr_episode(3, "en-US")
+    ep["instruction"]["instruction_tokens"] = ["go", "to", "the", "sofa"]  # VLN-CE: List[str]
+    path = tmp_path / "val_unseen_guide.json.gz"
+    write(path, {"episodes": [ep, rxr_episode(4, "en-IN")]})
+    episodes = load_split(path)
+    assert episodes[0].instruction_tokens == ["go", "to", "the", "sofa"]
+    save_split(tmp_path / "again.json.gz", episodes)
+    again = load_split(tmp_path / "again.json.gz")
+    assert again[0].instruction_tokens == episodes[0].instruction_tokens

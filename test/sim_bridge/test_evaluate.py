@@ -226,8 +226,14 @@ def test_release_configs():
     rxr = load_eval_config(REPO / "config" / "eval_rxr.yaml")
     for c in (r2r, rxr):
         assert (c.width, c.height, c.hfov_deg) == (640, 480, 79.0)
-        assert (c.forward_step, c.turn_angle, c.success_distance) == (0.25, 15.0, 3.0)
+        assert (c.forward_step, c.success_distance) == (0.25, 3.0)
         assert (c.max_steps, c.force_stop_at) == (500, 400)
+    # R2R-CE: JanusVLN's vln_r2r.yaml on habitat-lab's defaults; RxR-CE: VLN-CE's RxR task
+    assert r2r.turn_angle == 15.0 and rxr.turn_angle == 30.0
+    sim_fields = ("agent_height", "agent_radius", "camera_height", "allow_sliding", "depth_min",
+                  "depth_max")
+    assert [r2r.sim[k] for k in sim_fields] == [1.5, 0.1, 1.25, True, 0.0, 10.0]
+    assert [rxr.sim[k] for k in sim_fields] == [0.88, 0.18, 0.88, False, 0.5, 5.0]
     assert rxr.split.endswith("val_unseen_guide.json.gz") and rxr.languages == ["en"]
     assert load_eval_config(REPO / "config" / "eval_r2r.yaml", max_steps=7).max_steps == 7
     with pytest.raises(EvalError, match="unknown eval config keys"):

@@ -1,0 +1,1 @@
+"""MOCK habitat_sim.utils (only ``common``)."""
