@@ -69,7 +69,7 @@ from training.recipe import (
     sim_settings,
     variant_config,
 )
-from training.train_state import StateError, has_state, load_state, save_state
+from training.train_state import StateError, has_state, load_state, read_meta, save_state
 from training.workers import WorkerPool, WorkerSettings, default_workers
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,7 @@ def run_call(cfg: RecipeConfig, state: Path | None, work: Path, out: Path) -> di
         collect_expert(pool, cfg, heldout, work, tag="heldout")
         row["data_s"] = round(clock.elapsed(), 1)
         if resuming:
+            read_meta(state)
             tokenizer = load_tokenizer(state / "tokenizer")
         else:
             episodes = load_split(split)
@@ -275,6 +276,7 @@ def export(state: Path, out: Path, cfg: RecipeConfig) -> Path:
     from training.traj_sft import ModelTrainer, save_trained
 
     mcfg = variant_config(cfg, "full")
+    read_meta(state)  # a missing or broken state fails here, naming the file
     tokenizer = load_tokenizer(state / "tokenizer")
     model = build_model(mcfg, device="cpu", dtype=torch.float32)
     trainer = ModelTrainer("full", model, JanusProcessor(mcfg, tokenizer),
