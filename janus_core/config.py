@@ -125,6 +125,11 @@ class StreamingConfig:
     ``overlap_encoders``: on CUDA, run the Qwen ViT on a side stream while VGGT runs.
     ``stage_sync``: synchronise CUDA around each timed stage (per-stage timings); False times
     only the whole step.
+    ``static_shapes``: fixed-shape caches and stages (every step has the same tensor shapes:
+    attention over whole buffers with masks, the step text padded to a length bucket); the same
+    frames, eviction and scores as without, up to float rounding. Needs ``lean_vggt``.
+    ``cuda_graphs``: ``static_shapes`` plus, on CUDA, each stage (ViT, VGGT step, LLM step)
+    captured once as a CUDA graph and replayed every step; eager on a CPU.
     """
 
     lean_vggt: bool = True
@@ -134,6 +139,8 @@ class StreamingConfig:
     quantize_parts: tuple[str, ...] = ("llm",)
     overlap_encoders: bool = False
     stage_sync: bool = True
+    static_shapes: bool = False
+    cuda_graphs: bool = False
 
 
 @dataclasses.dataclass
@@ -284,6 +291,10 @@ class JanusConfig:
         if bad:
             raise ConfigError(
                 f"streaming.quantize_parts {bad} are not among 'llm', 'vit', 'vggt', 'merger'"
+            )
+        if (st.static_shapes or st.cuda_graphs) and self.use_vggt and not st.lean_vggt:
+            raise ConfigError(
+                "streaming.static_shapes / streaming.cuda_graphs need streaming.lean_vggt: true"
             )
         if self.mode == "streaming" and self.prompt_style != "eval":
             raise ConfigError(

@@ -155,6 +155,25 @@ class SpatialCache:
         frames and this one, in slot order). Writing the same layer twice before ``commit()``
         overwrites (a retried step).
         """
+        self._check_kv(layer, k, v)
+        T = self.tokens_per_frame
+        start = self._next_slot * T
+        self._kv[layer, 0, :, :, start : start + T] = k
+        self._kv[layer, 1, :, :, start : start + T] = v
+        self._pending_layers.add(layer)
+        end = self._span * T
+        return self._kv[layer, 0, :, :, :end], self._kv[layer, 1, :, :, :end]
+
+    def attention_mask(self) -> Tensor | None:
+        """Additive mask over the K/V that ``append`` returns; None: attend to all of them.
+
+        Always None here (``append`` returns exactly the held frames and the new one); the
+        fixed-shape :class:`janus_core.static_memory.StaticSpatialCache` masks its free slots.
+        """
+        return None
+
+    def _check_kv(self, layer: int, k: Tensor, v: Tensor) -> None:
+        """Validate one layer's new K/V (shape, no autograd, device); allocate on first use."""
         if not 0 <= layer < self.num_layers:
             raise ValueError(f"layer must be in [0, {self.num_layers}), got {layer}")
         expected = (self.batch_size, self.num_heads, self.tokens_per_frame, self.head_dim)
@@ -173,13 +192,6 @@ class SpatialCache:
             self._allocate(k)
         elif k.device != self._kv.device:
             raise ValueError(f"k is on {k.device} but the cache lives on {self._kv.device}")
-        T = self.tokens_per_frame
-        start = self._next_slot * T
-        self._kv[layer, 0, :, :, start : start + T] = k
-        self._kv[layer, 1, :, :, start : start + T] = v
-        self._pending_layers.add(layer)
-        end = self._span * T
-        return self._kv[layer, 0, :, :, :end], self._kv[layer, 1, :, :, :end]
 
     def commit(self) -> None:
         """Keep the frame just written (all layers) and evict beyond the windows."""

@@ -23,8 +23,9 @@ Per step (reference digest §2.4, §9):
    STOP whatever the reply (the model still runs, as in the release).
 
 ``streaming`` mode (the full dual memory, incremental) is the subclass
-:class:`janus_core.streaming.StreamingPolicy`; ``from_pretrained`` / :func:`build_policy` return
-it when ``cfg.mode`` is ``streaming``.
+:class:`janus_core.streaming.StreamingPolicy`. :func:`janus_core.factory.build_policy` loads a
+checkpoint or preset and picks the class by ``cfg.mode`` (imports run one way: this module <-
+``streaming`` <- ``factory``).
 """
 
 from __future__ import annotations
@@ -33,19 +34,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from janus_core.checkpoint import config_from_checkpoint, load_model
-from janus_core.config import JanusConfig, load_config
+from janus_core.config import JanusConfig
 from janus_core.interface import Observation, Policy, StepResult
 from janus_core.memory import SpatialCache
-from janus_core.model import JanusVLNModel, build_model
+from janus_core.model import JanusVLNModel
 from janus_core.processor import JanusProcessor, sample_history
-from janus_core.tokenizer import build_tokenizer, load_chat_template, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +77,8 @@ class JanusVLNPolicy(Policy):
         if cfg.mode == "streaming" and type(self) is JanusVLNPolicy:
             raise ValueError(
                 "JanusVLNPolicy runs mode 'reference' (the release's loop); for mode 'streaming' "
-                "use janus_core.streaming.StreamingPolicy (build_policy picks it by cfg.mode)"
+                "use janus_core.streaming.StreamingPolicy (janus_core.factory.build_policy picks "
+                "it by cfg.mode)"
             )
         self.cfg: JanusConfig = cfg
         self.model = model.eval()
@@ -97,41 +95,6 @@ class JanusVLNPolicy(Policy):
         self.step = 0
         self.last_token_ids: list[int] = []  # the last reply's token ids (debugging, benchmarks)
         self._prompts: dict[int, torch.Tensor] = {}
-
-    # ---- construction --------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(
-        cls,
-        source: str | Path,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        **overrides: Any,
-    ) -> JanusVLNPolicy:
-        """A policy from a checkpoint folder, or from a preset name / YAML file (random weights).
-
-        ``overrides`` replace top-level config fields (e.g. ``max_steps=500``). A preset gets a
-        generated tokenizer (:func:`janus_core.tokenizer.build_tokenizer`): only for tests and
-        benchmarks, it has not seen real text.
-        """
-        path = Path(source)
-        if path.is_dir():
-            cfg = config_from_checkpoint(path)
-            cfg = cfg.replace(**overrides) if overrides else cfg
-            model = load_model(path, device=device, dtype=dtype, cfg=cfg)
-            tokenizer = load_tokenizer(path, cfg)
-            template = load_chat_template(path, tokenizer)
-        else:
-            cfg = load_config(source)
-            cfg = cfg.replace(**overrides) if overrides else cfg
-            log.warning("policy %s: random weights, generated tokenizer (no checkpoint)", source)
-            model = build_model(cfg, device=device, dtype=dtype)
-            tokenizer = build_tokenizer(cfg)
-            template = None
-        if cfg.mode == "streaming" and cls is JanusVLNPolicy:
-            from janus_core.streaming import StreamingPolicy  # imports this module
-
-            cls = StreamingPolicy
-        return cls(model, JanusProcessor(cfg, tokenizer, chat_template=template))
 
     # ---- episode ---------------------------------------------------------------------------------
     def reset(self, instruction: str) -> None:
@@ -207,12 +170,3 @@ class JanusVLNPolicy(Policy):
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-
-def build_policy(
-    spec: str | Path,
-    device: str | torch.device | None = None,
-    dtype: str | torch.dtype | None = None,
-    **overrides: Any,
-) -> JanusVLNPolicy:
-    """A :class:`JanusVLNPolicy` from a checkpoint folder or a preset name (``tiny``, ``full``)."""
-    return JanusVLNPolicy.from_pretrained(spec, device=device, dtype=dtype, **overrides)

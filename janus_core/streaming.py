@@ -33,123 +33,34 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from transformers import AttentionInterface
 
 from janus_core.actions import Action
-from janus_core.config import JanusConfig, StreamingConfig
+from janus_core.config import StreamingConfig
+from janus_core.cuda_graphs import StageGraphs
 from janus_core.interface import Observation, StepResult
+from janus_core.llm_attention import (
+    GROUPED_ATTENTION,
+    REPEAT_ATTENTION,
+    additive_mask,
+    decoder_forward,
+    grouped_attention_supported,
+)
 from janus_core.memory import SemanticCache, SpatialCache
 from janus_core.model import JanusVLNModel
 from janus_core.policy import JanusVLNPolicy
-from janus_core.processor import JanusProcessor, regroup_vggt_features
+from janus_core.processor import JanusProcessor
+from janus_core.static_memory import StaticSemanticCache, StaticSpatialCache
+from janus_core.static_stages import (
+    StaticLLMStep,
+    StaticVGGTStep,
+    StaticViT,
+    bucket_length,
+    padded_structure,
+)
+from janus_core.vggt_step import feature_depth, lean_vggt_embeds, new_lean_spatial_cache
 
 log = logging.getLogger(__name__)
-
-GROUPED_ATTENTION = "janus_grouped_sdpa"
-REPEAT_ATTENTION = "janus_repeat_sdpa"
-
-
-# ---- attention over the semantic cache --------------------------------------------------------
-def grouped_sdpa_attention(
-    module: torch.nn.Module,
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    attention_mask: Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    **kwargs,
-) -> tuple[Tensor, None]:
-    """SDPA for grouped-query attention without copying K/V per query head.
-
-    query ``[B, Hq, q, D]``, key/value ``[B, Hk, kv, D]`` (views of the cache buffer). Query
-    head ``h`` uses K/V head ``h // (Hq / Hk)`` (transformers' ``repeat_kv`` convention); here
-    the ``Hq / Hk`` query heads of a group become the head axis of a batch of ``B * Hk`` and the
-    K/V head is broadcast to them (a stride-0 view), so the mask ``[1, 1, q, kv]`` broadcasts
-    too. Returns ``([B, q, Hq, D], None)`` as transformers' attention functions do.
-    """
-    b, hq, lq, d = query.shape
-    hk, lk = key.shape[1], key.shape[2]
-    g = hq // hk
-    q = query.reshape(b * hk, g, lq, d)
-    k = key.reshape(b * hk, 1, lk, d).expand(-1, g, -1, -1)
-    v = value.reshape(b * hk, 1, lk, d).expand(-1, g, -1, -1)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=scaling)
-    return out.view(b, hq, lq, d).transpose(1, 2), None
-
-
-def repeat_sdpa_attention(
-    module: torch.nn.Module,
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    attention_mask: Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    **kwargs,
-) -> tuple[Tensor, None]:
-    """SDPA after repeating K/V per query head (a transient copy per layer, as transformers)."""
-    g = query.shape[1] // key.shape[1]
-    key, value = key.repeat_interleave(g, dim=1), value.repeat_interleave(g, dim=1)
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
-                                         scale=scaling)
-    return out.transpose(1, 2), None
-
-
-AttentionInterface.register(GROUPED_ATTENTION, grouped_sdpa_attention)
-AttentionInterface.register(REPEAT_ATTENTION, repeat_sdpa_attention)
-
-# On CUDA the LLM forward of a step runs with these SDPA kernels: the memory-efficient kernel
-# (fused, takes an additive mask and, as probed below, stride-0 K/V heads), the math kernel only
-# as a last resort (it materialises the attention weights). Flash takes no mask; cuDNN is left
-# out because its stride requirements for the grouped layout are not probed.
-_CUDA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-
-def grouped_attention_supported(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether the fused masked SDPA kernel takes the grouped (stride-0 K/V) layout here.
-
-    Always True off CUDA (the CPU kernels take any strides). On CUDA a small grouped call is
-    tried with only the memory-efficient kernel enabled; checked once per policy.
-    """
-    if device.type != "cuda":
-        return True
-    q = torch.randn(1, 8, 16, 128, device=device, dtype=dtype)
-    kv = torch.randn(1, 2, 40, 128, device=device, dtype=dtype)
-    mask = torch.zeros(1, 1, 16, 48, device=device, dtype=dtype)[..., :40]
-    try:
-        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
-            grouped_sdpa_attention(None, q, kv, kv, mask)
-        torch.cuda.synchronize(device)
-    except RuntimeError as err:
-        log.warning("grouped SDPA layout not supported by the fused kernel (%s)", err)
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def attention_implementation(text_model: torch.nn.Module, name: str) -> Iterator[None]:
-    """Temporarily route the LLM's attention layers to ``name`` (restored afterwards).
-
-    The model is shared with reference mode, which keeps its configured kernel.
-    """
-    config = text_model.config
-    old = config._attn_implementation
-    config._attn_implementation = name
-    try:
-        yield
-    finally:
-        config._attn_implementation = old
-
-
-def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
-    """Bool ``[q, k]`` (True = may attend) -> float ``[q, k]``: 0 or the dtype's minimum."""
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-
 
 # ---- the prompt layout ------------------------------------------------------------------------
 @dataclasses.dataclass
@@ -256,58 +167,6 @@ def build_layout(model: JanusVLNModel, processor: JanusProcessor, instruction: s
     )
 
 
-# ---- the spatial branch, lean ------------------------------------------------------------------
-def feature_depth(cfg: JanusConfig) -> int:
-    """Trunk blocks (frame + global pairs) needed for ``vggt.feature_layer``: index + 1."""
-    return cfg.vggt.feature_layer % cfg.vggt.depth + 1
-
-
-def _vggt_autocast(model: JanusVLNModel) -> contextlib.AbstractContextManager:
-    if model.dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=model.device.type, dtype=model.dtype)
-
-
-def new_lean_spatial_cache(model: JanusVLNModel) -> SpatialCache:
-    """A spatial cache for the blocks :func:`lean_vggt_embeds` runs (feature_layer + 1 of them)."""
-    cfg = model.cfg
-    tokens = model.geometry.vggt_tokens_per_frame(cfg.vggt.num_register_tokens)
-    lean = dataclasses.replace(cfg.vggt, depth=feature_depth(cfg))
-    return SpatialCache(lean, cfg.memory, tokens, device=model.device, dtype=model.dtype)
-
-
-@torch.no_grad()
-def lean_vggt_embeds(model: JanusVLNModel, frame: Tensor, cache: SpatialCache,
-                     rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """One streaming VGGT step that stops at ``feature_layer``; returns the merger output.
-
-    Same result as :meth:`JanusVLNModel.encode_vggt` with a full cache (the blocks after the
-    feature layer neither feed it nor feed any later frame's feature layer), in fewer blocks and
-    with a smaller cache (from :func:`new_lean_spatial_cache`). ``frame``: ``[3, H, W]`` in
-    [0, 1] at the VGGT size. Returns ``[tokens_per_image, hidden]`` in model dtype.
-    """
-    agg, geo = model.vggt.aggregator, model.geometry
-    if tuple(frame.shape) != (3, geo.vggt_height, geo.vggt_width):
-        raise ValueError(
-            f"VGGT frame must be [3, {geo.vggt_height}, {geo.vggt_width}], got {tuple(frame.shape)}"
-        )
-    if cache.num_layers != feature_depth(model.cfg):
-        raise ValueError(
-            f"lean VGGT needs a cache of {feature_depth(model.cfg)} layers, got {cache.num_layers}"
-        )
-    images = frame.to(model.device, torch.float32)[None, None]
-    with _vggt_autocast(model):
-        x = agg.embed_frames(images, first_is_reference=cache.frames_seen == 0)  # [1, P, C]
-        if rope is None and agg.rope is not None:
-            rope = agg.rope_tables(geo.vggt_height, geo.vggt_width, model.device)
-        for i in range(cache.num_layers):
-            frame_out = x = agg.frame_blocks[i](x, rope=rope)
-            x = agg.global_blocks[i](x, rope=rope, cache=cache, layer=i)
-        cache.commit()
-        tokens = torch.cat([frame_out, x], dim=-1)[0, agg.patch_start_idx :]
-    return model.merger(regroup_vggt_features(tokens, geo).to(model.dtype))
-
-
 # ---- the reference-equivalent check ------------------------------------------------------------
 @torch.no_grad()
 def full_prefill_scores(
@@ -369,14 +228,20 @@ class StreamingPolicy(JanusVLNPolicy):
 
     Owns the episode state: the spatial cache, the semantic cache, the layout of the current
     instruction and the step counter. Same weights and the same :class:`Policy` contract as
-    :class:`JanusVLNPolicy` (``from_pretrained`` and :func:`janus_core.policy.build_policy`
-    return this class when ``cfg.mode`` is ``streaming``).
+    :class:`JanusVLNPolicy` (:func:`janus_core.factory.build_policy` returns this class when
+    ``cfg.mode`` is ``streaming``).
 
     Per step: resize the frame; VGGT on it against the spatial cache; the Qwen ViT on it alone;
     fuse (``vit + lam * vggt`` of this frame); one LLM forward over the frame, the step text
     and the 4 candidates on top of the semantic cache; keep the frame's K/V. ``act`` returns
     timings for ``preprocess``, ``vggt``, ``vit``, ``llm``, ``action`` and ``total`` (seconds)
     and ``probs`` (action name -> probability among the 4 candidates).
+
+    With ``static_shapes`` (or ``cuda_graphs``) the caches are the fixed-shape
+    :mod:`janus_core.static_memory` ones and the three stages run on static buffers
+    (:mod:`janus_core.static_stages`); with ``cuda_graphs`` on CUDA each stage is replayed as a
+    CUDA graph (:class:`janus_core.cuda_graphs.StageGraphs`; :meth:`graph_status` says which
+    stages run as graphs). Same frames held, same eviction, same scores up to float rounding.
 
     ``options`` (default ``cfg.streaming``): see :class:`janus_core.config.StreamingConfig`.
     The model may be shared with a reference-mode policy (not at the same time); ``quantize``
@@ -393,6 +258,9 @@ class StreamingPolicy(JanusVLNPolicy):
             )
         self.cfg = cfg
         self.options = options if options is not None else cfg.streaming
+        self.static = self.options.static_shapes or self.options.cuda_graphs
+        if self.static and model.vggt is not None and not self.options.lean_vggt:
+            raise ValueError("streaming.static_shapes / cuda_graphs need streaming.lean_vggt")
         if self.options.quantize != "none":
             from janus_core.quantize import quantize_model
 
@@ -404,25 +272,47 @@ class StreamingPolicy(JanusVLNPolicy):
         self.spatial_cache: SpatialCache | None = None
         self._rope = None
         self._side_stream = None
+        geo, device = model.geometry, model.device
         if model.vggt is not None:
-            if self.options.lean_vggt:
+            agg = model.vggt.aggregator
+            if agg.rope is not None and (self.options.lean_vggt or self.static):
+                self._rope = agg.rope_tables(geo.vggt_height, geo.vggt_width, device)
+            if self.static:
+                tokens = geo.vggt_tokens_per_frame(cfg.vggt.num_register_tokens)
+                lean = dataclasses.replace(cfg.vggt, depth=feature_depth(cfg))
+                self.spatial_cache = StaticSpatialCache(lean, cfg.memory, tokens, device,
+                                                        model.dtype)
+            elif self.options.lean_vggt:
                 self.spatial_cache = new_lean_spatial_cache(model)
-                agg, geo = model.vggt.aggregator, model.geometry
-                if agg.rope is not None:
-                    self._rope = agg.rope_tables(geo.vggt_height, geo.vggt_width, model.device)
             else:
                 self.spatial_cache = model.new_spatial_cache()
-        geo = model.geometry
-        self.semantic_cache = SemanticCache(
+        cache_cls = StaticSemanticCache if self.static else SemanticCache
+        self.semantic_cache = cache_cls(
             cfg.qwen, cfg.memory, frame_tokens=geo.tokens_per_image + 2,
-            image_tokens=geo.tokens_per_image, device=model.device, dtype=model.dtype,
+            image_tokens=geo.tokens_per_image, device=device, dtype=model.dtype,
         )
         self._attention = REPEAT_ATTENTION
         if self.options.llm_attention == "grouped":
-            if grouped_attention_supported(model.device, model.dtype):
+            if grouped_attention_supported(device, model.dtype):
                 self._attention = GROUPED_ATTENTION
             else:
                 log.warning("llm_attention 'grouped' falls back to 'repeat' on this device")
+        self.graphs = StageGraphs(device, enabled=self.options.cuda_graphs)
+        if self.options.cuda_graphs and device.type != "cuda":
+            log.info("cuda_graphs: no CUDA device, the fixed-shape stages run eagerly")
+        self._vit_step: StaticViT | None = None
+        self._vggt_step: StaticVGGTStep | None = None
+        self._llm_step: StaticLLMStep | None = None
+        if self.static:
+            self._vit_step = StaticViT(model, processor.geometry.grid_thw)
+            if model.vggt is not None:
+                self._vggt_step = StaticVGGTStep(model, self.spatial_cache, self._rope)
+            self._llm_step = StaticLLMStep(
+                model, self.semantic_cache, self._attention, self._vit_step.out,
+                None if self._vggt_step is None else self._vggt_step.out,
+            )
+            if self.options.overlap_encoders:
+                log.warning("overlap_encoders is ignored with static_shapes / cuda_graphs")
         self.layout: StreamingLayout | None = None
         self.instruction: str | None = None
         self.step = 0
@@ -455,7 +345,8 @@ class StreamingPolicy(JanusVLNPolicy):
         if self.spatial_cache is not None:
             self.spatial_cache.reset()
         cache = self.semantic_cache
-        cache.reset(len(layout.prefix_ids), layout.scratch_len)
+        scratch = bucket_length(layout.scratch_len) if self.static else layout.scratch_len
+        cache.reset(len(layout.prefix_ids), scratch)
         self._masks.clear()
         embed = self.model.qwen.get_input_embeddings()
         device = self.model.device
@@ -469,7 +360,14 @@ class StreamingPolicy(JanusVLNPolicy):
             allowed = torch.tril(torch.ones(len(prefix), len(prefix), dtype=torch.bool,
                                             device=device))
             self._forward(prefix, layout.prefix_positions, allowed)
-        cache.end_prefix(int(layout.prefix_positions.max()) + 1)
+            cache.end_prefix(int(layout.prefix_positions.max()) + 1)
+            if self.static:
+                cache.set_step_structure(padded_structure(layout.step_allowed,
+                                                          cache.step_tokens))
+                generation = self._llm_step.generation
+                self._llm_step.set_layout(layout, text)
+                if self._llm_step.generation != generation:
+                    self.graphs.drop("llm")  # its buffers were reallocated
 
     def _mask(self, start: int, allowed: Tensor) -> Tensor:
         """Additive mask ``[1, 1, q, start + q]``: held keys visible, new keys per ``allowed``."""
@@ -489,17 +387,9 @@ class StreamingPolicy(JanusVLNPolicy):
         cache = self.semantic_cache
         start = cache.begin(embeds.shape[0])
         mask = self._mask(start, allowed)
-        lm = self.model.qwen.model.language_model
         cache_position = torch.arange(start, start + embeds.shape[0], device=embeds.device)
-        kernels = (sdpa_kernel(_CUDA_BACKENDS) if embeds.device.type == "cuda"
-                   else contextlib.nullcontext())
-        with attention_implementation(lm, self._attention), kernels:
-            out = lm(
-                inputs_embeds=embeds[None], position_ids=positions[:, None, :],
-                attention_mask={"full_attention": mask}, past_key_values=cache, use_cache=True,
-                cache_position=cache_position,
-            )
-        return out.last_hidden_state[0]
+        return decoder_forward(self.model.qwen.model.language_model, embeds, positions, mask,
+                               cache, cache_position, self._attention)
 
     # ---- one step ------------------------------------------------------------------------------
     def _vggt(self, frame: np.ndarray) -> Tensor:
@@ -552,6 +442,31 @@ class StreamingPolicy(JanusVLNPolicy):
             timings["vggt"] = events[2].elapsed_time(events[3]) / 1e3
         return fused
 
+    def _static_scores(self, frame: np.ndarray, timings: dict[str, float]) -> Tensor:
+        """The fixed-shape step: VGGT, ViT and LLM stages (graphs or eager); scores ``[4]``.
+
+        Leaves the frame's fused embeddings in the LLM stage's ``fused`` for ``commit_frame``.
+        """
+        device, sync = self.model.device, self.options.stage_sync
+        if self._vggt_step is not None:
+            spatial = self.spatial_cache
+            with _stage(timings, "vggt", device, sync):
+                self._vggt_step.load(self.processor.vggt_input(frame))
+                self.graphs.run(("vggt", spatial.needs_mask), self._vggt_step.run)
+                spatial.mark_written()
+                spatial.commit()
+        with _stage(timings, "vit", device, sync):
+            pixel_values, _ = self.processor.qwen_inputs([frame])
+            self._vit_step.load(pixel_values)
+            self.graphs.run(("vit",), self._vit_step.run)
+        cache, llm = self.semantic_cache, self._llm_step
+        with _stage(timings, "llm", device, sync):
+            llm.set_positions(cache.next_position)
+            cache.begin(cache.step_tokens)
+            self.graphs.run(("llm", cache.step_tokens, llm.generation), llm.run)
+            cache.mark_written()
+        return llm.scores
+
     @torch.no_grad()
     def act(self, observation: Observation) -> StepResult:
         """Run one streaming step on ``observation.rgb`` (HxWx3 uint8, the configured size).
@@ -568,19 +483,25 @@ class StreamingPolicy(JanusVLNPolicy):
         start = time.perf_counter()
         with _stage(timings, "preprocess", device, sync):
             frame = self.processor.preprocess_frame(observation.rgb)
-        fused = self.encode_frame(frame, timings)
-        with _stage(timings, "llm", device, sync):
-            embeds = torch.cat([self._vision_start, fused.to(self._step_text.dtype),
-                                self._vision_end, self._step_text])
-            positions = layout.step_positions + cache.next_position
-            hidden = self._forward(embeds, positions, layout.step_allowed)
-            logits = self.model.qwen.lm_head(hidden[layout.score_rows])
+        if self.static:
+            scores = self._static_scores(frame, timings)
+            fused = self._llm_step.fused
+        else:
+            fused = self.encode_frame(frame, timings)
+            with _stage(timings, "llm", device, sync):
+                embeds = torch.cat([self._vision_start, fused.to(self._step_text.dtype),
+                                    self._vision_end, self._step_text])
+                positions = layout.step_positions + cache.next_position
+                hidden = self._forward(embeds, positions, layout.step_allowed)
+                logits = self.model.qwen.lm_head(hidden[layout.score_rows])
         with _stage(timings, "action", device, sync):
-            logp = logits.float().log_softmax(-1)
-            token_logp = logp.gather(1, layout.score_targets[:, None])[:, 0]
-            scores = torch.zeros(len(layout.candidates), device=device).index_add_(
-                0, layout.score_candidate, token_logp
-            )
+            if not self.static:
+                logp = logits.float().log_softmax(-1)
+                token_logp = logp.gather(1, layout.score_targets[:, None])[:, 0]
+                scores = torch.zeros(len(layout.candidates), device=device).index_add_(
+                    0, layout.score_candidate, token_logp
+                )
+            scores = scores.clone()
             self.last_evicted = cache.commit_frame(
                 fused, cache.next_position + layout.frame_span
             )
@@ -601,8 +522,14 @@ class StreamingPolicy(JanusVLNPolicy):
             text=Action(best).name, parsed=True, step=t,
         )
 
+    def graph_status(self) -> dict[str, str]:
+        """Per stage run so far: ``graph``, ``eager``, or why its capture failed."""
+        return self.graphs.status()
+
     def close(self) -> None:
-        """Drop both memories and the model reference; free cached GPU memory."""
+        """Drop both memories, the graphs and the model reference; free cached GPU memory."""
+        self.graphs.clear()
+        self._vit_step = self._vggt_step = self._llm_step = None
         self.spatial_cache = None
         self.semantic_cache = None
         self._masks = {}

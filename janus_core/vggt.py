@@ -172,7 +172,9 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v)
         else:
             k_all, v_all = cache.append(layer, k, v)  # [B, heads, held*N + N, head_dim], views
-            out = F.scaled_dot_product_attention(q.to(k_all.dtype), k_all, v_all).to(x.dtype)
+            out = F.scaled_dot_product_attention(
+                q.to(k_all.dtype), k_all, v_all, attn_mask=cache.attention_mask()
+            ).to(x.dtype)
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
 
 
@@ -374,17 +376,26 @@ class Aggregator(nn.Module):
         if cache.batch_size != B:
             raise ValueError(f"cache.batch_size is {cache.batch_size} but images have B={B}")
 
-    def _special_tokens(self, token: Tensor, B: int, S: int, first_is_reference: bool) -> Tensor:
-        """[1, 2, n, C] -> [B*S, n, C]: slot 0 for frame 0 if it is the reference, else slot 1."""
-        slots = [0 if (i == 0 and first_is_reference) else 1 for i in range(S)]
-        per_frame = token[0, slots]  # [S, n, C]
+    def _special_tokens(self, token: Tensor, B: int, S: int,
+                        first_is_reference: bool | Tensor) -> Tensor:
+        """[1, 2, n, C] -> [B*S, n, C]: slot 0 for frame 0 if it is the reference, else slot 1.
+
+        ``first_is_reference`` may be a 0-d bool tensor (read on the device, no host sync: the
+        fixed-shape streaming step replays one CUDA graph for episode frame 0 and the others).
+        """
+        if isinstance(first_is_reference, Tensor):
+            frame0 = torch.where(first_is_reference, token[0, 0], token[0, 1])[None]  # [1, n, C]
+            per_frame = torch.cat([frame0, token[0, 1:2].expand(S - 1, -1, -1)])  # [S, n, C]
+        else:
+            slots = [0 if (i == 0 and first_is_reference) else 1 for i in range(S)]
+            per_frame = token[0, slots]  # [S, n, C]
         return per_frame.unsqueeze(0).expand(B, -1, -1, -1).reshape(B * S, *token.shape[2:])
 
-    def embed_frames(self, images: Tensor, first_is_reference: bool) -> Tensor:
+    def embed_frames(self, images: Tensor, first_is_reference: bool | Tensor) -> Tensor:
         """Checked images [B, S, 3, H, W] -> input tokens [B*S, P, C] of the alternating trunk.
 
         Normalises, runs the DINOv2 embedder and prepends camera + register tokens (slot 0 for
-        frame 0 when ``first_is_reference``, slot 1 otherwise).
+        frame 0 when ``first_is_reference``, slot 1 otherwise; a 0-d bool tensor is allowed).
         """
         B, S, _, H, W = images.shape
         x = (images - self._resnet_mean) / self._resnet_std

@@ -44,10 +44,21 @@ class PackingPlans:
     def __init__(self, keep: int = 4):
         self.keep = keep
         self._plans: dict[int, tuple[torch.Tensor, PackingPlan]] = {}
+        self._pinned: dict[int, tuple[torch.Tensor, PackingPlan]] = {}
+
+    def pin(self, cu_seqlens: torch.Tensor, device: torch.device) -> PackingPlan:
+        """Build the plan for ``cu_seqlens`` now and keep it for good (never evicted).
+
+        For a fixed-shape ViT forward that is captured in a CUDA graph: ``get`` then finds the
+        plan without the host sync, and the plan's tensors stay alive for the graph's replays.
+        """
+        plan = self.get(cu_seqlens, device)
+        self._pinned[id(cu_seqlens)] = (cu_seqlens, plan)
+        return plan
 
     def get(self, cu_seqlens: torch.Tensor, device: torch.device) -> PackingPlan:
         """The plan for ``cu_seqlens`` (built on first use)."""
-        hit = self._plans.get(id(cu_seqlens))
+        hit = self._pinned.get(id(cu_seqlens)) or self._plans.get(id(cu_seqlens))
         if hit is not None and hit[0] is cu_seqlens:
             return hit[1]
         bounds = cu_seqlens.tolist()  # the one host sync for this tensor

@@ -126,7 +126,7 @@ def run_in_process(spec: str, split: Path, episode: Any, run_dir: Path, width: i
                      sim=dict(SIM_SETTINGS))
     policy = None
     if spec not in ("expert", "random", "forward"):
-        from janus_core.policy import build_policy
+        from janus_core.factory import build_policy
 
         policy = build_policy(spec, device=device)
     try:

@@ -10,7 +10,7 @@ Accepted specs:
 * ``expert:ros[:<service>]``: :class:`janus_vln_ros.sim_expert.RosExpertPolicy`, the
   simulator's shortest-path expert asked over the sim_bridge node's ``~/expert_action`` service
   (simulation only; imports rclpy).
-* anything else: ``janus_core.policy.build_policy(spec)`` (a preset name such as ``tiny`` or a
+* anything else: ``janus_core.factory.build_policy(spec)`` (a preset name such as ``tiny`` or a
   checkpoint directory), imported only then so that baselines need no torch.
 """
 
@@ -76,6 +76,6 @@ def make_policy(spec: str) -> Policy:
         from janus_vln_ros.sim_expert import RosExpertPolicy  # rclpy: only when asked for
 
         return RosExpertPolicy.from_spec(spec)
-    from janus_core.policy import build_policy  # torch + transformers: only when needed
+    from janus_core.factory import build_policy  # torch + transformers: only when needed
 
     return build_policy(spec)

@@ -89,7 +89,7 @@ class EvalConfig:
     """Everything an evaluation run needs; loadable from YAML (see config/eval_r2r.yaml).
 
     ``policy``: ``random``, ``forward``, ``expert``, a JanusVLN preset name or a checkpoint
-    directory (built by ``janus_core.policy.build_policy``). ``split``: an R2R_VLNCE or RxR_VLNCE
+    directory (built by ``janus_core.factory.build_policy``). ``split``: an R2R_VLNCE or RxR_VLNCE
     episode file; ``gt``: its ``_gt`` file (default: the sibling when present). ``languages``:
     RxR language filter (``["en"]`` keeps en-US and en-IN). ``max_steps``: the environment's
     step limit (habitat ``max_episode_steps``; reaching it ends the episode without STOP).
@@ -256,7 +256,7 @@ def build_policy(spec: str, sim: Any) -> Policy:
     if spec == "expert":
         return ExpertPolicy(sim)
     try:
-        from janus_core.policy import build_policy as build_janus_policy
+        from janus_core.factory import build_policy as build_janus_policy
     except ImportError as err:
         raise EvalError(
             f"policy {spec!r} is not a baseline {BASELINES} and janus_core.policy cannot be "

@@ -337,7 +337,7 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
 
 def default_policy_factory(spec: str) -> Policy:
     """The policy that drives a round: a checkpoint folder or preset via ``build_policy``."""
-    from janus_core.policy import build_policy
+    from janus_core.factory import build_policy
 
     return build_policy(spec)
 

@@ -42,7 +42,7 @@ Stages of ``--stage train``:
    ``failed`` names the stage and the error) and the error is raised again.
 
 ``--stage eval`` evaluates the checkpoints and the random / forward-only / expert baselines with
-:func:`sim_bridge.evaluate.evaluate` and the real policy (``janus_core.policy.build_policy``), one
+:func:`sim_bridge.evaluate.evaluate` and the real policy (``janus_core.factory.build_policy``), one
 episode per task over the workers, and writes ``eval_metrics.md`` / ``.json``.
 
 With ``time_budget_min`` the stages share the wall-clock budget as hard limits: SFT steps are

@@ -370,7 +370,7 @@ class _Worker:
             if spec not in self._policies:
                 import torch
 
-                from janus_core.policy import build_policy
+                from janus_core.factory import build_policy
 
                 device = self.settings.eval_device
                 if device == "auto":

@@ -22,17 +22,13 @@ from janus_core.actions import Action
 from janus_core.config import ConfigError, ImageConfig, load_config
 from janus_core.interface import Observation
 from janus_core.model import build_model
-from janus_core.policy import JanusVLNPolicy, build_policy
+from janus_core.factory import build_policy
+from janus_core.policy import JanusVLNPolicy
 from janus_core.processor import JanusProcessor
 from janus_core.quantize import QuantizationError, quantize_model
-from janus_core.streaming import (
-    StreamingPolicy,
-    full_prefill_scores,
-    grouped_sdpa_attention,
-    lean_vggt_embeds,
-    new_lean_spatial_cache,
-    repeat_sdpa_attention,
-)
+from janus_core.llm_attention import grouped_sdpa_attention, repeat_sdpa_attention
+from janus_core.streaming import StreamingPolicy, full_prefill_scores
+from janus_core.vggt_step import lean_vggt_embeds, new_lean_spatial_cache
 
 INSTRUCTION = "go down the hallway and stop at the kitchen door"
 

@@ -284,7 +284,7 @@ def test_rxr_split_language_filter_and_gt(split, tmp_path):
 
 
 def test_janusvln_tiny_end_to_end(split, tmp_path):
-    pytest.importorskip("janus_core.policy", reason="janus_core.policy (build_policy) missing")
+    pytest.importorskip("janus_core.factory", reason="janus_core.factory (build_policy) missing")
     with pytest.raises(EvalError, match="expects 640x480 frames"):
         evaluate(cfg_for(split, tmp_path / "small", policy="tiny", limit=1, width=64, height=48))
     cfg = cfg_for(split, tmp_path, policy="tiny", limit=1, max_steps=3,

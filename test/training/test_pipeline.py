@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from janus_core.interface import Observation
-from janus_core.policy import build_policy
+from janus_core.factory import build_policy
 from sim_bridge.evaluate import EvalConfig, evaluate
 from sim_bridge.generate import main as generate_main
 from training import collect, dagger, sft

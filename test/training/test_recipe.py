@@ -160,7 +160,7 @@ def recipe_run(tmp_path_factory):
 
 
 def test_recipe_trains_saves_and_evaluates(recipe_run):
-    from janus_core.policy import build_policy
+    from janus_core.factory import build_policy
 
     cfg, work, out, train, evaluation = recipe_run
     assert json.loads((out / "recipe_train.json").read_text())["models"] == {
