@@ -24,8 +24,8 @@ import torch
 import transformers
 
 from benchmarks.common import markdown_table, write_result
-from janus_core.interface import Observation
 from janus_core.factory import build_policy
+from janus_core.interface import Observation
 from janus_core.policy import JanusVLNPolicy
 from janus_core.processor import sample_history
 

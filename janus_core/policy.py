@@ -54,7 +54,8 @@ def _stage(timings: dict[str, float], name: str, device: torch.device) -> Iterat
         torch.cuda.synchronize(device)
     start = time.perf_counter()
     try:
-        yield
+        with torch.profiler.record_function("stage:" + name):  # a range in profiles
+            yield
     finally:
         if device.type == "cuda":
             torch.cuda.synchronize(device)

@@ -338,18 +338,18 @@ class StaticSemanticCache:
         return torch.tensor([i for span in spans for i in span], dtype=torch.long)
 
     def layer_kv(self, layer: int) -> tuple[Tensor, Tensor]:
-        """Held K/V of one layer in time order: ``[1, kv_heads, held_tokens, head_dim]`` (copies)."""
+        """Held K/V of one layer in time order (copies): ``[1, kv_heads, held, head_dim]``."""
         index = self.token_index().to(self.device)
         return (self._kv[layer, 0].index_select(2, index),
                 self._kv[layer, 1].index_select(2, index))
 
     # ---- the step's structure and device state ---------------------------------------------
     def set_step_structure(self, allowed: Tensor) -> None:
-        """Who sees whom among a step's ``step_tokens`` new tokens: bool ``[n, n]``, after
-        ``end_prefix`` and before the first step of the episode.
+        """Set who sees whom among a step's ``step_tokens`` new tokens (bool ``[n, n]``).
 
-        Rows and columns: the frame's ``frame_tokens`` tokens, then the scratch (padding
-        included). Every row must see at least one key (padding rows: themselves).
+        Call after ``end_prefix`` and before the first step of the episode. Rows and columns:
+        the frame's ``frame_tokens`` tokens, then the scratch (padding included). Every row
+        must see at least one key (padding rows: themselves).
         """
         n = self.step_tokens
         if tuple(allowed.shape) != (n, n) or allowed.dtype != torch.bool:
@@ -401,9 +401,11 @@ class StaticSemanticCache:
 
     # ---- the per-forward protocol ------------------------------------------------------------
     def begin(self, num_new: int) -> int:
-        """Declare the next forward: the prefix (``prefix_len`` tokens) or a step
-        (``step_tokens``). Returns where the new tokens start (0 for the prefix, else the
-        working slot)."""
+        """Declare the next forward: the prefix (``prefix_len`` tokens) or a step.
+
+        A step writes ``step_tokens`` tokens. Returns where the new tokens start (0 for the
+        prefix, else the working slot).
+        """
         if not self._prefix_done:
             if num_new != self.prefix_len:
                 raise ValueError(

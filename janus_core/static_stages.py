@@ -98,6 +98,7 @@ class StaticViT:
                              f"got {tuple(pixel_values.shape)}")
         self.pixels.copy_(pixel_values)
 
+    @torch.no_grad()
     def run(self) -> None:
         """The tower on ``pixels`` -> ``out`` (capturable)."""
         visual = self.visual
@@ -134,6 +135,7 @@ class StaticVGGTStep:
                              f"got {tuple(frame.shape)}")
         self.frame.copy_(frame)
 
+    @torch.no_grad()
     def run(self) -> None:
         """One VGGT step -> ``out`` (capturable)."""
         embeds = lean_vggt_embeds(self.model, self.frame, self.cache, self.rope,
@@ -176,11 +178,12 @@ class StaticLLMStep:
         self._generation, self._rows = self.cache.generation, rows
 
     def set_layout(self, layout, step_embeds: Tensor) -> None:
-        """Per episode (after the cache's ``set_step_structure``): the step's token embeddings
-        ``[layout.step_len, hidden]`` and the layout's positions and score indices.
+        """Per episode: the step's token embeddings, positions and score indices.
 
-        Reallocates (invalidating captured graphs) only when the cache did or the number of
-        scored tokens changed.
+        Call after the cache's ``set_step_structure``; ``step_embeds`` is
+        ``[layout.step_len, hidden]`` (the embeddings of ``layout.step_ids()``). Reallocates
+        (invalidating captured graphs) only when the cache did or the number of scored tokens
+        changed.
         """
         n, real = self.cache.step_tokens, layout.step_len
         rows = self.cache.frame_tokens + self.cache._scratch_capacity
@@ -212,6 +215,7 @@ class StaticLLMStep:
         n = self.cache.step_tokens
         torch.add(self._base_positions[:, :n], start, out=self.positions)
 
+    @torch.no_grad()
     def run(self) -> None:
         """Fuse, LLM forward, scores (capturable)."""
         fused = self.vit if self.vggt is None else (

@@ -212,11 +212,13 @@ def full_prefill_scores(
 @contextlib.contextmanager
 def _stage(timings: dict[str, float], name: str, device: torch.device, sync: bool
            ) -> Iterator[None]:
+    """Time a stage (seconds into ``timings[name]``), as a ``stage:<name>`` profiler range."""
     if sync and device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
     try:
-        yield
+        with torch.profiler.record_function("stage:" + name):
+            yield
     finally:
         if sync and device.type == "cuda":
             torch.cuda.synchronize(device)

@@ -7,9 +7,9 @@ from janus_test_utils import frames, small_cfg, tokenizer_for
 
 from janus_core.actions import Action
 from janus_core.checkpoint import save_checkpoint
+from janus_core.factory import build_policy
 from janus_core.interface import Observation, StepResult
 from janus_core.model import build_model
-from janus_core.factory import build_policy
 from janus_core.policy import JanusVLNPolicy
 from janus_core.processor import JanusProcessor, sample_history
 

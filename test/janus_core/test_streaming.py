@@ -20,13 +20,13 @@ from janus_test_utils import SMALL_IMAGE, frames, small_cfg, tokenizer_for
 from benchmarks import common, step_latency
 from janus_core.actions import Action
 from janus_core.config import ConfigError, ImageConfig, load_config
-from janus_core.interface import Observation
-from janus_core.model import build_model
 from janus_core.factory import build_policy
+from janus_core.interface import Observation
+from janus_core.llm_attention import grouped_sdpa_attention, repeat_sdpa_attention
+from janus_core.model import build_model
 from janus_core.policy import JanusVLNPolicy
 from janus_core.processor import JanusProcessor
 from janus_core.quantize import QuantizationError, quantize_model
-from janus_core.llm_attention import grouped_sdpa_attention, repeat_sdpa_attention
 from janus_core.streaming import StreamingPolicy, full_prefill_scores
 from janus_core.vggt_step import lean_vggt_embeds, new_lean_spatial_cache
 

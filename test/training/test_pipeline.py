@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from janus_core.interface import Observation
 from janus_core.factory import build_policy
+from janus_core.interface import Observation
 from sim_bridge.evaluate import EvalConfig, evaluate
 from sim_bridge.generate import main as generate_main
 from training import collect, dagger, sft
