@@ -4,8 +4,10 @@
 writes static output tensors, see :mod:`janus_core.static_stages`): on CUDA with graphs on, the
 first call for a key warms ``fn`` up on a side stream, captures it in a ``torch.cuda.CUDAGraph``
 and replays it; later calls only replay. Off CUDA, with graphs off, or once a capture of that
-stage failed, ``fn`` is simply called. A failed capture is logged once, recorded in
-:meth:`StageGraphs.status`, and never retried.
+stage failed, ``fn`` is simply called. A failed capture is retried once inside
+``retry_context`` when one is given (the policy passes SDPA without the cuDNN kernel, whose
+capture support depends on the cuDNN build); a stage whose capture failed is logged once,
+recorded in :meth:`StageGraphs.status`, and runs eagerly from then on.
 
 Each stage name (the key's first element) gets its own memory pool, shared by its variants
 (the masked/unmasked VGGT step, the LLM step per length bucket): variants of one stage never
@@ -14,6 +16,7 @@ run at the same time, while different stages may (the ViT on a side stream).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Hashable
@@ -32,10 +35,13 @@ class StageGraphs:
     every tensor it reads must outlive the graph (the owner keeps them).
     """
 
-    def __init__(self, device: torch.device, enabled: bool, warmup: int = 2):
+    def __init__(self, device: torch.device, enabled: bool, warmup: int = 2,
+                 retry_context: Callable[[], contextlib.AbstractContextManager] | None = None):
         self.device = torch.device(device)
         self.enabled = bool(enabled) and self.device.type == "cuda"
         self.warmup = warmup
+        self.retry_context = retry_context
+        self._retried: dict[Hashable, str] = {}
         self._graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         self._pools: dict[Hashable, object] = {}
         self._failures: dict[Hashable, str] = {}
@@ -60,25 +66,41 @@ class StageGraphs:
         self.replays += 1
         return True
 
+    def _try_capture(self, key: tuple, fn: Callable[[], None],
+                     context: Callable[[], contextlib.AbstractContextManager]
+                     ) -> torch.cuda.CUDAGraph:
+        main = torch.cuda.current_stream(self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(main)
+        with torch.cuda.stream(side), context():
+            for _ in range(self.warmup):
+                fn()
+        main.wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pools.get(key[0]),
+                              capture_error_mode="thread_local"), context():
+            fn()
+        return graph
+
     def _capture(self, key: tuple, fn: Callable[[], None]) -> torch.cuda.CUDAGraph | None:
         stage, start = key[0], time.perf_counter()
-        try:
-            main = torch.cuda.current_stream(self.device)
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(main)
-            with torch.cuda.stream(side):
-                for _ in range(self.warmup):
-                    fn()
-            main.wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pools.get(stage),
-                                  capture_error_mode="thread_local"):
-                fn()
-        except Exception as err:  # noqa: BLE001 - any capture failure means: run eagerly
-            reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
-            self._failures[stage] = reason
-            log.warning("CUDA graph capture of %s failed, running it eagerly: %s", key, reason)
+        contexts = [contextlib.nullcontext]
+        if self.retry_context is not None:
+            contexts.append(self.retry_context)
+        graph, reasons = None, []
+        for context in contexts:
+            try:
+                graph = self._try_capture(key, fn, context)
+                break
+            except Exception as err:  # noqa: BLE001 - any capture failure: retry or go eager
+                reasons.append(f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}")
+                log.warning("CUDA graph capture of %s failed: %s", key, reasons[-1])
+        if graph is None:
+            self._failures[stage] = "; ".join(reasons)
+            log.warning("%s runs eagerly from now on", stage)
             return None
+        if reasons:
+            self._retried[stage] = reasons[0]
         self._pools.setdefault(stage, graph.pool())
         self._graphs[key] = graph
         self.capture_seconds[":".join(str(k) for k in key)] = time.perf_counter() - start
@@ -102,6 +124,9 @@ class StageGraphs:
         for stage in self._seen:
             if stage in self._failures:
                 out[str(stage)] = "eager (capture failed: " + self._failures[stage] + ")"
+            elif stage in self._retried:
+                out[str(stage)] = "graph (retry context; first capture failed: " + (
+                    self._retried[stage] + ")")
             else:
                 out[str(stage)] = "graph" if self.enabled else "eager"
         return out

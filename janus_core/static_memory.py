@@ -352,11 +352,11 @@ class StaticSemanticCache:
         must see at least one key (padding rows: themselves).
         """
         n = self.step_tokens
+        if not self._prefix_done:
+            raise RuntimeError("set_step_structure() after end_prefix()")
         if tuple(allowed.shape) != (n, n) or allowed.dtype != torch.bool:
             raise ValueError(f"allowed must be bool [{n}, {n}], got {tuple(allowed.shape)} "
                              f"{allowed.dtype}")
-        if not self._prefix_done:
-            raise RuntimeError("set_step_structure() after end_prefix()")
         allowed = allowed.to(self.device)
         low = torch.finfo(self.dtype).min
         additive = torch.zeros(allowed.shape, device=self.device, dtype=self.dtype)

@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from janus_core.actions import Action
 from janus_core.config import StreamingConfig
@@ -225,6 +226,12 @@ def _stage(timings: dict[str, float], name: str, device: torch.device, sync: boo
         timings[name] = time.perf_counter() - start
 
 
+def _sdpa_without_cudnn() -> contextlib.AbstractContextManager:
+    """SDPA limited to flash, memory-efficient and math (a graph capture's second try)."""
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                        SDPBackend.MATH])
+
+
 class StreamingPolicy(JanusVLNPolicy):
     """JanusVLN with the full dual implicit memory (``mode: streaming``), one LLM forward a step.
 
@@ -299,7 +306,8 @@ class StreamingPolicy(JanusVLNPolicy):
                 self._attention = GROUPED_ATTENTION
             else:
                 log.warning("llm_attention 'grouped' falls back to 'repeat' on this device")
-        self.graphs = StageGraphs(device, enabled=self.options.cuda_graphs)
+        self.graphs = StageGraphs(device, enabled=self.options.cuda_graphs,
+                                  retry_context=_sdpa_without_cudnn)
         if self.options.cuda_graphs and device.type != "cuda":
             log.info("cuda_graphs: no CUDA device, the fixed-shape stages run eagerly")
         self._vit_step: StaticViT | None = None

@@ -10,6 +10,7 @@ exactly the release's prompt, so there the check runs through ``JanusVLNModel.fo
 """
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -176,12 +177,14 @@ def test_each_frame_goes_through_the_encoders_once():
     assert policy.spatial_cache.frames_seen == 7
 
 
-def test_memory_stays_bounded_over_500_steps():
+@pytest.mark.parametrize("static", [False, True])
+def test_memory_stays_bounded_over_500_steps(static):
     image = ImageConfig(input_width=28, input_height=28, target_width=28)  # 1 visual token
     cfg = load_config("tiny").replace(image=image, mode="streaming")
     cfg = cfg.replace(memory=dataclasses.replace(cfg.memory, semantic_initial=2,
                                                  semantic_recent=3, spatial_initial=2,
-                                                 spatial_recent=3))
+                                                 spatial_recent=3),
+                      streaming=dataclasses.replace(cfg.streaming, static_shapes=static))
     torch.manual_seed(0)
     policy = StreamingPolicy(build_model(cfg, device="cpu", dtype="float32"),
                              JanusProcessor(cfg, tokenizer_for(cfg)))
@@ -200,6 +203,63 @@ def test_memory_stays_bounded_over_500_steps():
     layout = policy.layout
     assert sem.next_position == len(layout.prefix_ids) + 500 * layout.frame_span
     assert sem.held_tokens == len(layout.prefix_ids) + 5 * len(layout.frame_ids)
+
+
+def _sharpened(cfg, seed):
+    torch.manual_seed(seed)
+    model = build_model(cfg, device="cpu", dtype="float32")
+    with torch.no_grad():
+        for p in model.qwen.model.language_model.parameters():
+            if p.ndim == 2:
+                p.mul_(10.0)
+    return model
+
+
+@pytest.mark.parametrize("preset_geometry", [False, True])
+def test_static_shapes_give_todays_streaming_scores_over_episodes(preset_geometry):
+    """Fixed-shape caches and stages (the CUDA-graph code path, eager here) vs today's path.
+
+    Two episodes on one policy pair (windows 2 + 4: evictions from step 7 on; the second
+    instruction is longer, so the static step pads it into another bucket): the same scores,
+    actions, held frames and evictions at every step. ``preset_geometry``: the tiny preset at
+    the real 640x480 geometry (391 visual tokens a frame), else the small test geometry.
+    """
+    cfg = (load_config("tiny") if preset_geometry else small_cfg()).replace(mode="streaming")
+    model = _sharpened(cfg, seed=5)
+    proc = JanusProcessor(cfg, tokenizer_for(cfg))
+    today = StreamingPolicy(model, proc)
+    static = StreamingPolicy(model, proc, dataclasses.replace(cfg.streaming, cuda_graphs=True))
+    assert type(static.semantic_cache).__name__ == "StaticSemanticCache"
+    episodes = [(INSTRUCTION, 8 if preset_geometry else 12),
+                (INSTRUCTION + " then turn around and walk back to the stairs " * 3, 8)]
+    for e, (instruction, steps) in enumerate(episodes):
+        today.reset(instruction)
+        static.reset(instruction)
+        bucket = static.semantic_cache.step_tokens - len(static.layout.frame_ids)
+        assert static.layout.scratch_len <= bucket
+        for rgb in frames(cfg, steps, seed=10 + e):
+            a, b = today.act(Observation(rgb=rgb)), static.act(Observation(rgb=rgb))
+            torch.testing.assert_close(static.last_scores, today.last_scores, rtol=0,
+                                       atol=1e-4)
+            assert a.action == b.action and a.probs == pytest.approx(b.probs, abs=1e-5)
+            assert static.last_evicted == today.last_evicted
+            assert static.semantic_cache.frame_ids == today.semantic_cache.frame_ids
+            assert static.spatial_cache.frame_ids == today.spatial_cache.frame_ids
+        assert today.last_evicted is not None  # the windows did slide
+    assert static.semantic_cache.generation == 2  # the longer step text grew the buffers
+    assert static.graph_status() == {"vggt": "eager", "vit": "eager", "llm": "eager"}
+
+
+def test_static_shapes_need_lean_vggt():
+    with pytest.raises(ConfigError, match="lean_vggt"):
+        small_cfg().replace(streaming=dataclasses.replace(
+            small_cfg().streaming, cuda_graphs=True, lean_vggt=False))
+    cfg = small_cfg(mode="streaming")
+    model = build_model(cfg, device="cpu")
+    options = dataclasses.replace(cfg.streaming, lean_vggt=False)
+    options.static_shapes = True  # past the config check: the policy refuses too
+    with pytest.raises(ValueError, match="lean_vggt"):
+        StreamingPolicy(model, JanusProcessor(cfg, tokenizer_for(cfg)), options)
 
 
 def test_lean_vggt_equals_full_aggregator_with_eviction():
@@ -279,30 +339,54 @@ def test_quantization_needs_cuda():
 
 
 def test_step_latency_benchmark_runs_on_cpu(tmp_path, monkeypatch):
-    """The benchmark's code path (both modes, table, CSV, results file) at the test geometry."""
+    """Every variant, the profile, the agreement and the files, at the test geometry."""
     path = tmp_path / "small.yaml"
     small_cfg().to_yaml(path)
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
-    csv_path = tmp_path / "steps.csv"
-    summary = step_latency.main([
-        "--preset", str(path), "--device", "cpu", "--steps", "20", "--warmup", "1",
-        "--csv", str(csv_path),
+    out = tmp_path / "out"
+    study = step_latency.main([
+        "--preset", str(path), "--device", "cpu", "--steps", "9", "--warmup", "1",
+        "--profile-steps", "1", "--out-dir", str(out),
     ])
-    assert {s["mode"] for s in summary} == {"reference", "streaming"}
-    assert [s["steps"] for s in summary if s["mode"] == "streaming"] == ["1", "2-8", "9-16",
-                                                                         "17-20"]
-    rows = csv_path.read_text().strip().splitlines()
-    assert len(rows) == 1 + 2 * 20
-    text = (tmp_path / "results" / "step_latency.md").read_text()
-    assert "Full windows" in text and "| streaming | 17-20 |" in text and "Command:" in text
+    variants = study["variants"]
+    assert list(variants) == ["reference", "streaming", "static", "graphs"]
+    for data in variants.values():
+        assert data["summary"]["steps"] == 3  # full windows (2 + 4) from step 7
+        assert data["summary"]["total"]["p50"] > 0
+        assert {"preprocess", "vggt", "vit", "llm", "action"} <= set(data["profile"])
+    assert variants["graphs"]["graph_status"] == {"vggt": "eager", "vit": "eager",
+                                                  "llm": "eager"}  # no CUDA here
+    agree = study["agreement"]["graphs vs streaming"]
+    assert agree["argmax_agree"] == agree["steps"] == 9
+    assert agree["max_abs_score_diff"] < 1e-4
+    saved = json.loads((out / "step_latency.json").read_text())
+    assert len(saved["records"]) == 4 * 9
+    assert len((out / "steps.csv").read_text().strip().splitlines()) == 1 + 4 * 9
+    text = (out / "step_latency.md").read_text()
+    for part in ("### Full windows", "### Where the time goes", "### Agreement",
+                 "### Targets", "Command:"):
+        assert part in text
+    assert "### Full windows" in (tmp_path / "results" / "step_latency.md").read_text()
+
+
+def test_step_latency_budget_skips_what_does_not_fit(tmp_path):
+    path = tmp_path / "small.yaml"
+    small_cfg().to_yaml(path)
+    study = step_latency.main([
+        "--preset", str(path), "--device", "cpu", "--steps", "2", "--warmup", "0",
+        "--variants", "streaming", "graphs", "--budget-s", "1e-9", "--no-write",
+    ])
+    assert study["variants"] == {"streaming": {"skipped": "time budget"},
+                                 "graphs": {"skipped": "time budget"}}
 
 
 @pytest.mark.slow
-def test_step_latency_benchmark_tiny_preset_cpu():
-    """The exact CPU command from the docs (about a minute on 2 cores)."""
-    summary = step_latency.main(["--preset", "tiny", "--device", "cpu", "--steps", "20",
-                                 "--no-write"])
-    assert {s["mode"] for s in summary} == {"reference", "streaming"}
+def test_step_latency_benchmark_tiny_preset_cpu(tmp_path):
+    """The CPU command from the docs (the tiny preset at 640x480, about a minute on 2 cores)."""
+    study = step_latency.main(["--preset", "tiny", "--device", "cpu", "--steps", "12",
+                               "--profile-steps", "1", "--no-write", "--out-dir",
+                               str(tmp_path)])
+    assert all("summary" in v for v in study["variants"].values())
 
 
 def test_small_geometry_is_what_the_tests_assume():
