@@ -216,7 +216,7 @@ class StaticSemanticCache:
         self._arange = torch.arange(frame_tokens, device=self.device)
         self._frame_block: Tensor | None = None
         self._structure: Tensor | None = None
-        self.reset(0, 0)
+        self._clear()
 
     # ---- sizes -------------------------------------------------------------------------------
     @staticmethod
@@ -259,6 +259,9 @@ class StaticSemanticCache:
                 or scratch_len > self._scratch_capacity):
             self._allocate(prefix_len, max(scratch_len, self._scratch_capacity
                                            if prefix_len == self._layout_prefix else 0))
+        self._clear()
+
+    def _clear(self) -> None:
         self._slot_frame = [_FREE] * self.frame_slots
         self._slot_positions = [(0, 0)] * self.frame_slots
         self._work_slot = 0

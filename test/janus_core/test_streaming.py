@@ -232,11 +232,12 @@ def test_static_shapes_give_todays_streaming_scores_over_episodes(preset_geometr
     assert type(static.semantic_cache).__name__ == "StaticSemanticCache"
     episodes = [(INSTRUCTION, 8 if preset_geometry else 12),
                 (INSTRUCTION + " then turn around and walk back to the stairs " * 3, 8)]
+    buckets = []
     for e, (instruction, steps) in enumerate(episodes):
         today.reset(instruction)
         static.reset(instruction)
-        bucket = static.semantic_cache.step_tokens - len(static.layout.frame_ids)
-        assert static.layout.scratch_len <= bucket
+        buckets.append(static.semantic_cache.step_tokens - len(static.layout.frame_ids))
+        assert static.layout.scratch_len <= buckets[-1]
         for rgb in frames(cfg, steps, seed=10 + e):
             a, b = today.act(Observation(rgb=rgb)), static.act(Observation(rgb=rgb))
             torch.testing.assert_close(static.last_scores, today.last_scores, rtol=0,
@@ -246,7 +247,8 @@ def test_static_shapes_give_todays_streaming_scores_over_episodes(preset_geometr
             assert static.semantic_cache.frame_ids == today.semantic_cache.frame_ids
             assert static.spatial_cache.frame_ids == today.spatial_cache.frame_ids
         assert today.last_evicted is not None  # the windows did slide
-    assert static.semantic_cache.generation == 2  # the longer step text grew the buffers
+    grew = buckets[1] > buckets[0]  # the longer step text needs a larger scratch: reallocated
+    assert static.semantic_cache.generation == 1 + grew
     assert static.graph_status() == {"vggt": "eager", "vit": "eager", "llm": "eager"}
 
 
