@@ -429,7 +429,23 @@ class Study:
 
 
 def run_variant(study: Study, key: list, variant: str, model, processor, options, frames,
-                args, first_full: int) -> dict:
+                args, first_full: int) -> list[dict] | None:
+    """:func:`measure_variant`; a failure is recorded under ``key`` (None), not raised."""
+    try:
+        return measure_variant(study, key, variant, model, processor, options, frames, args,
+                               first_full)
+    except Exception as err:  # noqa: BLE001 - one variant failing must not lose the others
+        log.exception("%s failed", "/".join(key[1:] + [variant]))
+        node = study.data
+        for k in key:
+            node = node.setdefault(k, {})
+        node[variant] = {"skipped": f"failed: {type(err).__name__}: {err}"[:400]}
+        _free(model.device)
+        return None
+
+
+def measure_variant(study: Study, key: list, variant: str, model, processor, options, frames,
+                    args, first_full: int) -> list[dict]:
     """One variant's warm-up episode, timed episode and profile; stored under ``key``."""
     device = model.device
     _free(device)
@@ -451,7 +467,11 @@ def run_variant(study: Study, key: list, variant: str, model, processor, options
         extra = synthetic_frames(*frames[0].shape[1::-1], args.profile_steps, seed=1)
         trace = (args.out_dir / "profiles" / f"{tag.replace('/', '_')}.txt"
                  if args.out_dir is not None else None)
-        entry["profile"] = profile_steps(policy, extra, trace)
+        try:
+            entry["profile"] = profile_steps(policy, extra, trace)
+        except Exception as err:  # noqa: BLE001 - a profiler failure loses only the profile
+            log.exception("%s: profiling failed", tag)
+            entry["profile_error"] = f"{type(err).__name__}: {err}"[:300]
     entry["wall_s"] = time.perf_counter() - start
     study.records += records
     node = study.data
@@ -551,8 +571,10 @@ def main(argv=None) -> dict:
         if over_budget():
             study.data["variants"][variant] = {"skipped": "time budget"}
             continue
-        by_variant[variant] = run_variant(study, ["variants"], variant, model, processor,
-                                          options, frames, args, first_full)
+        records = run_variant(study, ["variants"], variant, model, processor, options,
+                              frames, args, first_full)
+        if records is not None:
+            by_variant[variant] = records
         study.data["ranges"] = range_table(study.records, list(by_variant), args.steps)
         for a, b in PAIRS:
             if a in by_variant and b in by_variant:
@@ -569,7 +591,13 @@ def main(argv=None) -> dict:
         _free(device)
         model, processor = load_components(source, device=args.device, dtype=args.dtype,
                                            attn_implementation=args.attn, mode="reference")
-        quantize_model(model, method, tuple(args.quantize_parts))
+        try:
+            quantize_model(model, method, tuple(args.quantize_parts))
+        except Exception as err:  # noqa: BLE001 - e.g. no bitsandbytes: record, go on
+            log.exception("quantize %s failed", method)
+            study.data["quantized"][method] = {"all": {"skipped": f"failed: {err}"[:300]}}
+            study.save()
+            continue
         q_frames = frames[:q_steps] if q_steps <= len(frames) else synthetic_frames(
             cfg.image.input_width, cfg.image.input_height, q_steps)
         for variant in args.quant_variants:
