@@ -95,8 +95,9 @@ def streaming_policy(seed=0, **options):
     return StreamingPolicy(model, JanusProcessor(cfg, tokenizer_for(cfg)), opts)
 
 
-def test_stages_make_no_host_sync():
-    policy = streaming_policy(static_shapes=True)
+@pytest.mark.parametrize("attention", ["grouped", "repeat"])
+def test_stages_make_no_host_sync(attention):
+    policy = streaming_policy(static_shapes=True, llm_attention=attention)
     policy.reset("go to the kitchen and stop")
     for rgb in frames(policy.cfg, 2, seed=1):
         policy.act(Observation(rgb=rgb))
