@@ -21,6 +21,10 @@ forward over ``new frame + suffix + the 4 candidates`` (a tree: each candidate s
 and itself, not the others), attending to the cached K/V; the frame's K/V are then kept and the
 suffix/candidates dropped. The action is the candidate with the highest sequence log-probability;
 ``StepResult.probs`` is the softmax over the 4 sequence log-probabilities.
+
+``streaming.static_shapes`` / ``streaming.cuda_graphs`` run the same step with fixed shapes
+(:mod:`janus_core.static_memory`, :mod:`janus_core.static_stages`), each stage replayed as a
+CUDA graph on CUDA (:mod:`janus_core.cuda_graphs`); docs/streaming.md has the details.
 """
 
 from __future__ import annotations
