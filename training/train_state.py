@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 STATE_JSON = "state.json"
 SHARD_PATTERN = "state-{:05d}-of-{:05d}.safetensors"
 FORMAT = 1
+RUNTIME_KEYS = ("streaming", "mode")  # JanusConfig sections that do not change the weights
 
 
 class StateError(RuntimeError):
@@ -152,9 +153,11 @@ def load_state(trainer: Any, path: str | Path) -> tuple[np.random.Generator, dic
     tensor that differs). The trainer's settings (learning rate, schedule) stay as configured.
     """
     meta = read_meta(path)
-    if meta["config"] != trainer.model.cfg.to_dict():
-        saved, now = meta["config"], trainer.model.cfg.to_dict()
-        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    saved, now = meta["config"], trainer.model.cfg.to_dict()
+    # inference-only settings (how the policy runs) may change between calls; the rest may not
+    diff = sorted(k for k in set(saved) | set(now)
+                  if k not in RUNTIME_KEYS and saved.get(k) != now.get(k))
+    if diff:
         raise StateError(f"{path}: saved for another model configuration (differs in {diff})")
     tensors = load_tensors(path, meta)
     device = trainer.model.device
