@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 STATE_JSON = "state.json"
 SHARD_PATTERN = "state-{:05d}-of-{:05d}.safetensors"
 FORMAT = 1
-RUNTIME_KEYS = ("streaming", "mode")  # JanusConfig sections that do not change the weights
+RUNTIME_KEYS = ("streaming", "mode", "dtype", "device", "attn_implementation", "max_new_tokens",
+                "max_steps")  # JanusConfig fields that do not change the weights
 
 
 class StateError(RuntimeError):
