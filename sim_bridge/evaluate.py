@@ -803,12 +803,14 @@ def check_run(cfg: EvalConfig) -> tuple[EvalConfig, list[Episode]]:
     return cfg, episodes
 
 
-def plan_run(cfg: EvalConfig) -> RunPlan:
+def plan_run(cfg: EvalConfig, given_policy: bool = False) -> RunPlan:
     """Check the run (:func:`check_run`), tie the run directory to it, open this shard's file.
 
     ``run.json`` records what the results come from (:func:`run_fingerprint`); a directory
     holding results of anything else is refused in one line (``cfg.overwrite`` deletes them
     first). Raises ResultsError when another process writes the same shard file.
+    ``given_policy``: the caller built the policy, so ``cfg.policy`` may be a mere label (it is
+    still hashed when it names a checkpoint or preset).
     """
     shard, num_shards = resolve_shard(cfg.shard, cfg.num_shards)
     if cfg.overwrite and num_shards > 1:
@@ -820,7 +822,9 @@ def plan_run(cfg: EvalConfig) -> RunPlan:
     try:
         policy_id = policy_identity(cfg.policy, (old or {}).get("policy_identity"))
     except ProvenanceError as err:
-        raise EvalError(str(err)) from None
+        if not given_policy:
+            raise EvalError(str(err)) from None
+        policy_id = {"kind": "named", "name": cfg.policy}
     manifest = {
         "format": MANIFEST_FORMAT,
         "settings": cfg.run_settings(),
@@ -859,7 +863,7 @@ def evaluate(
     caller then keeps ownership of them. The summary's ``shard`` key holds this shard's counts
     (episodes, scored, errors).
     """
-    plan = plan_run(cfg)
+    plan = plan_run(cfg, given_policy=policy is not None)
     cfg = plan.cfg
     todo = plan.todo()
     own_sim = own_policy = False
