@@ -5,8 +5,9 @@ continues the same experiment: the same episodes (the content of the episode fil
 ``_gt``, not their paths: a copy reached by another path resumes, a regenerated file does not)
 and the same policy (a checkpoint's files, hashed; a preset's config; a baseline's name).
 
-Hashing a checkpoint reads every weight file once (about 10 s for the 16 GB full model). A
-resumed run reuses the recorded hash when every file has the same size, modification time and
+Hashing a checkpoint reads every weight file once (sha256 at 1.1 GiB/s from the page cache on a
+2-core development machine: about 15 s for the 16 GB full model). A resumed run reuses the
+recorded hash when every file has the same size, modification time and
 inode as recorded (what ``git`` and ``rsync`` trust); any rewrite of a file hashes it again.
 """
 

@@ -57,6 +57,12 @@ def test_missing_weights_fall_back_to_the_expert(tmp_path, short_split, capsys, 
     video, png = out / "episode_1.mp4", out / "episode_1_map.png"
     assert _frames(video) == len(record["positions"])  # one frame per pose, the start included
     assert Image.open(png).size[1] == 720
+    # the --ros run's files (rendered from its poses) do not replace the in-process run's
+    episode = demo.find_episode(short_split, "1")
+    ros_video, ros_png = demo.write_outputs(episode, record, out, 64, 48, 79.0, 8, None,
+                                            suffix="_ros")
+    assert (ros_video.name, ros_png.name) == ("episode_1_ros.mp4", "episode_1_ros_map.png")
+    assert _frames(ros_video) == _frames(video) and video.exists()
 
 
 def test_demo_runs_a_checkpoint_on_the_cpu(tmp_path, short_split, tiny_checkpoint, capsys):
