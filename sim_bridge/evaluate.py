@@ -15,14 +15,21 @@ From the command line (``janus-vln eval`` calls :func:`main`)::
 
 How a run is laid out on disk (``output_dir``):
 
-- ``run.json``: the settings that decide the results (policy, episode file, limits, simulator
-  geometry). A restart with different settings is refused, naming the fields that differ.
+- ``run.json``: what the results come from (:func:`run_fingerprint`): the content hash of the
+  episode file and its ``_gt``, the policy's identity (:mod:`sim_bridge.provenance`: a
+  checkpoint's files hashed, with its mode; a preset; a baseline's name), the protocol
+  (:mod:`sim_bridge.protocol`) and every setting that changes results, plus the run's episodes.
+  A restart with anything different is refused in one line naming what changed
+  (``overwrite`` / ``--overwrite`` deletes the old results); the same file reached by another
+  path resumes. Everything that can be checked (policy, backend and scenes, camera size, the
+  split) is checked before the directory is touched (:func:`check_run`).
 - ``results/shard-III-of-NNN.jsonl``: one complete JSON line per finished episode, appended and
   fsynced as each episode ends (:mod:`sim_bridge.results`). A restart skips every episode found
   in any shard file, so a killed run resumes where it stopped, even with another shard count.
-- ``metrics.json`` / ``metrics.md``: means over all finished episodes (``complete`` says whether
-  every selected episode is there) and ``episodes.jsonl``, all records sorted; written by
-  :func:`merge` at the end of every shard's run and by the ``merge`` subcommand.
+- ``metrics.json`` / ``metrics.md``: means over the scored episodes of the run, with the
+  protocol, the counts (``complete`` only when every episode was scored; errored episodes are
+  counted, not averaged) and the degenerate-episode rule, and ``episodes.jsonl``, all records
+  sorted; written by :func:`merge` at the end of every shard's run and by ``janus-vln merge``.
 - ``videos/{scene}_{episode}.mp4`` with ``--video``: the RGB stream beside a top-down map.
 
 Sharding: episodes are sorted by (scene, episode id) and shard ``i`` of ``n`` takes
@@ -30,7 +37,9 @@ Sharding: episodes are sorted by (scene, episode id) and shard ``i`` of ``n`` ta
 ``WORLD_SIZE``. Shards need no communication: each appends to its own file.
 
 A failing episode (simulator or policy exception) is recorded with ``status: "error"`` and the
-run goes on; errored episodes are not retried on restart unless ``retry_errors`` is set.
+run goes on; errored episodes are not retried on restart unless ``retry_errors`` is set. The
+command exits 1 when an episode of its shard errored or none was scored, 2 on a mistake (one
+line on stderr), 130 when interrupted (the finished episodes and partial metrics are kept).
 """
 
 from __future__ import annotations
