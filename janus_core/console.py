@@ -56,3 +56,16 @@ def interrupted(command: str, what: str) -> int:
     sys.stderr.write(f"{PROG} {command}: interrupted: {one_line(what)}\n")
     sys.stderr.flush()
     return EXIT_INTERRUPTED
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line too (argparse prints the usage first).
+
+    ``janus-vln eval --width abc`` ends with ``janus-vln eval: error: argument --width: invalid
+    int value: 'abc' (see janus-vln eval --help)`` and exit code 2.
+    """
+
+    def error(self, message: str):
+        """Print one line naming the mistake and exit with code 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} "
+                              "--help)\n")

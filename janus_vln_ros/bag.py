@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from janus_core.actions import Action
-from janus_core.console import add_verbose, fail, setup_logging
+from janus_core.console import ArgumentParser, add_verbose, fail, setup_logging
 from janus_core.interface import Observation
 from janus_vln_ros.policy_factory import PolicySpecError, check_spec, make_policy
 from janus_vln_ros.status import NavigatorStatus
@@ -175,7 +175,7 @@ def _bag_qos(reliable: bool, latched: bool):
 
 def record_parser() -> argparse.ArgumentParser:
     """Arguments of ``janus-vln record``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="janus-vln record", description="Record the navigator's topics to a ROS 2 bag."
     )
     parser.add_argument("output", type=Path, help="bag directory to create (must not exist)")
@@ -429,7 +429,7 @@ def _run_step(policy, index, episode, step, stamp, bag_time, raw, kind, instruct
 
 def replay_parser() -> argparse.ArgumentParser:
     """Arguments of ``janus-vln replay``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="janus-vln replay", description="Replay a recorded bag through a policy offline."
     )
     parser.add_argument("bag", type=Path, help="bag directory (MCAP or sqlite3)")

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from janus_core.console import add_verbose, fail, setup_logging
+from janus_core.console import ArgumentParser, add_verbose, fail, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def report(episode: Any, label: str, record: dict[str, Any], summary: dict[str, 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``janus-vln demo`` argument parser."""
-    p = argparse.ArgumentParser(prog="janus-vln demo", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="janus-vln demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="checkpoint folder (default: the shipped models/"
                    f"{DEFAULT_MODEL.name}); or expert, random, forward")
     p.add_argument("--episode", help="episode id (default: the first of the split)")

@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from janus_core.console import add_verbose, fail, interrupted, setup_logging
+from janus_core.console import ArgumentParser, add_verbose, fail, interrupted, setup_logging
 from sim_bridge.metrics import format_table
 
 log = logging.getLogger(__name__)
@@ -374,7 +374,7 @@ def preflight(args: argparse.Namespace) -> None:
 def _parser() -> argparse.ArgumentParser:
     from sim_bridge.protocol import DEFAULT_PROTOCOL, PROTOCOLS
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="janus-vln sim-eval",
         description="Evaluate a navigator policy on VLN-CE episodes through the ROS nodes "
         "(sim_bridge + navigator), like launch/sim_eval.launch.py without the launch tools. "

@@ -64,7 +64,14 @@ from typing import Any
 from janus_core.actions import Action
 from janus_core.baselines import ForwardOnlyPolicy, RandomPolicy
 from janus_core.config import check_types, parse_sets, read_yaml_mapping
-from janus_core.console import add_verbose, fail, interrupted, one_line, setup_logging
+from janus_core.console import (
+    ArgumentParser,
+    add_verbose,
+    fail,
+    interrupted,
+    one_line,
+    setup_logging,
+)
 from janus_core.interface import Observation, Policy, StepResult
 from sim_bridge import results as results_mod
 from sim_bridge.episodes import (
@@ -1046,7 +1053,7 @@ def outcome_code(scored: int, errors: int) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="janus-vln eval",
         description="Evaluate a policy on VLN-CE episodes (sharded, resumable); the results "
         "table goes to stdout, logs to stderr. `janus-vln merge --output-dir DIR` combines "
@@ -1085,7 +1092,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _merge_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="janus-vln merge",
         description="Combine the shard results of an evaluation run into metrics.json / "
         "metrics.md / episodes.jsonl; the table goes to stdout.")

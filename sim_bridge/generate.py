@@ -32,7 +32,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -46,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from janus_core.actions import Action
-from janus_core.console import add_verbose, fail, setup_logging
+from janus_core.console import ArgumentParser, add_verbose, fail, setup_logging
 from sim_bridge.episodes import (
     R2R,
     RXR,
@@ -415,7 +414,7 @@ def generate_dataset(out_dir: str | Path, cfg: GenerateConfig, sim: Any | None =
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m sim_bridge.generate --out DIR --splits train:20,val_unseen:10``."""
-    p = argparse.ArgumentParser(prog="janus-vln generate", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="janus-vln generate", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--force", action="store_true",
                    help="replace split files that already exist in --out")

@@ -10,7 +10,6 @@ apart) and ``scene.json`` (the SceneSpec).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from janus_core.actions import Action
-from janus_core.console import add_verbose, fail, setup_logging
+from janus_core.console import ArgumentParser, add_verbose, fail, setup_logging
 from sim_bridge.navgrid import NavGrid, ShortestPathExpert, forward_vector
 from sim_bridge.scene import SceneSpec, scene_id_for_seed
 from sim_bridge.simulator import SimConfig
@@ -130,7 +129,7 @@ def _heading(path: np.ndarray) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``janus-vln render``); returns the exit code."""
-    parser = argparse.ArgumentParser(prog="janus-vln render",
+    parser = ArgumentParser(prog="janus-vln render",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=42, help="apartment seed")
     parser.add_argument("--out", type=Path, required=True, help="output directory")

@@ -37,7 +37,7 @@ import numpy as np
 
 from janus_core.actions import Action
 from janus_core.config import dataclass_from_mapping, load_dataclass
-from janus_core.console import add_verbose, fail, setup_logging
+from janus_core.console import ArgumentParser, add_verbose, fail, setup_logging
 from sim_bridge.episodes import (
     Episode,
     EpisodeFormatError,
@@ -326,7 +326,7 @@ def _finite(value: float) -> float | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``janus-vln collect`` argument parser."""
-    p = argparse.ArgumentParser(prog="janus-vln collect", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="janus-vln collect", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="collection YAML (CollectConfig keys)")
     p.add_argument("--split", help="R2R/RxR episode file (.json or .json.gz)")
     p.add_argument("--gt", help="its _gt file (default: the sibling when present)")

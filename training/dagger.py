@@ -40,7 +40,7 @@ import numpy as np
 from janus_core.actions import Action
 from janus_core.checkpoint import CheckpointError
 from janus_core.config import dataclass_from_mapping, load_dataclass
-from janus_core.console import add_verbose, fail, setup_logging
+from janus_core.console import ArgumentParser, add_verbose, fail, setup_logging
 from janus_core.interface import Observation, Policy
 from sim_bridge.episodes import Episode, EpisodeFormatError
 from training.annotations import (
@@ -429,7 +429,7 @@ def _has_trajectories(path: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``janus-vln dagger`` argument parser."""
-    p = argparse.ArgumentParser(prog="janus-vln dagger", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="janus-vln dagger", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="DAgger YAML (DaggerConfig keys)")
     p.add_argument("--policy", help="checkpoint folder (or preset) that drives round 1")
     p.add_argument("--split", help="R2R/RxR episode file")

@@ -55,7 +55,7 @@ from janus_core.config import (
     parse_sets,
     read_yaml_mapping,
 )
-from janus_core.console import add_verbose, fail, setup_logging
+from janus_core.console import ArgumentParser, add_verbose, fail, setup_logging
 from janus_core.model import JanusVLNModel, build_model
 from janus_core.processor import JanusProcessor
 from janus_core.tokenizer import build_tokenizer, load_chat_template, load_tokenizer
@@ -613,7 +613,7 @@ def run_sft(cfg: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``janus-vln train`` argument parser."""
-    p = argparse.ArgumentParser(prog="janus-vln train", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="janus-vln train", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="train_tiny.yaml",
                    help="training YAML (default: config/train_tiny.yaml)")
     p.add_argument("--data", nargs="+", help="annotation folders (dir or dir%%NN)")
