@@ -29,8 +29,9 @@ def run(steps: int, python: str | None) -> list[list]:
     """Time the requests; return table rows."""
     os.environ["PYTHONPATH"] = str(FAKE)  # the worker process imports the MOCK habitat_sim
     from janus_core.actions import Action
+    from sim_bridge.backends import make_simulator
     from sim_bridge.episodes import Episode, Goal
-    from sim_bridge.simulator import SimConfig, make_simulator
+    from sim_bridge.simulator import SimConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "s.glb").write_bytes(b"glTF")

@@ -32,8 +32,9 @@ def worker(furniture: str, episodes: int, pin: bool) -> dict:
     if pin:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     from janus_core.actions import Action
+    from sim_bridge.backends import make_simulator
     from sim_bridge.episodes import Episode, Goal
-    from sim_bridge.simulator import SimConfig, make_simulator, yaw_to_quaternion
+    from sim_bridge.simulator import SimConfig, yaw_to_quaternion
 
     sim = make_simulator(SimConfig(width=640, height=480, hfov_deg=79.0, furniture=furniture))
     rng = np.random.default_rng(0)

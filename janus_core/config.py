@@ -8,11 +8,15 @@ beside this module and load with :func:`load_config`; any YAML file with the sam
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
+
+if TYPE_CHECKING:
+    import torch
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -21,12 +25,9 @@ class ConfigError(ValueError):
     """A config file or value is invalid; the message names the field."""
 
 
-_DTYPES = {
-    "auto": None,
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
+# dtype names a config may use ("auto": bf16 on GPU, fp32 on CPU); torch is imported only when
+# one is resolved, so that reading configs (every CLI's first step) does not load torch
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass
@@ -386,6 +387,8 @@ def load_config(name_or_path: str | Path) -> JanusConfig:
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     """Turn ``"auto"`` (cuda when available, else cpu), a device string or None into a device."""
+    import torch
+
     if name is None or (isinstance(name, str) and name == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -396,34 +399,159 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """Turn ``"auto"`` (bf16 on CUDA, fp32 elsewhere), a dtype name or a dtype into a dtype."""
+    import torch
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if isinstance(name, torch.dtype):
-        if name not in _DTYPES.values():
+        if name not in dtypes.values():
             raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {name}")
         return name
     if name is None or name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if name not in _DTYPES:
+    if name not in dtypes:
         raise ConfigError(f"dtype must be one of {sorted(_DTYPES)}, got {name!r}")
-    return _DTYPES[name]
+    return dtypes[name]
+
+
+class NumberLoader(yaml.SafeLoader):
+    """YAML's safe loader that also reads ``2e-5`` and ``1E3`` as numbers.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``2.0e-5``): ``2e-5`` comes back as the
+    string ``'2e-5'`` and fails much later (``'<' not supported between 'str' and 'int'``).
+    YAML 1.2 and every other reader take it as a number; so do we, everywhere we read YAML.
+    """
+
+
+NumberLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`NumberLoader` (safe; exponent numbers are numbers)."""
+    return yaml.load(text, Loader=NumberLoader)  # noqa: S506 - NumberLoader is a SafeLoader
 
 
 def read_yaml_mapping(path: str | Path, error: type[Exception] = ConfigError,
                       what: str = "config") -> dict[str, Any]:
     """The top-level mapping of the YAML file ``path`` (an empty file is ``{}``).
 
-    A missing file, invalid YAML or a top level that is not a mapping raise ``error`` naming
-    ``what`` and the file.
+    A missing file, a directory, invalid YAML or a top level that is not a mapping raise
+    ``error`` naming ``what`` and the file.
     """
     path = Path(path)
     if not path.exists():
         raise error(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise error(f"{what} {path} is a directory, not a YAML file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise error(f"{what} {path} is not valid YAML: {err}") from err
+        data = load_yaml(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise error(f"{what} {path} is not valid YAML: {_one_line(err)}") from err
     if not isinstance(data, dict):
         raise error(f"{what} {path}: expected a mapping at the top level")
     return data
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+# field annotations (strings, with ``from __future__ import annotations``) that hold numbers
+_NUMBER_KINDS = {"float": float, "int": int, "bool": bool}
+
+
+def _field_kind(field: dataclasses.Field) -> tuple[type | None, bool]:
+    """``(float | int | bool | None, optional)`` from a field's annotation."""
+    ann = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    parts = [p.strip() for p in str(ann).replace("Optional[", "").rstrip("]").split("|")]
+    optional = "None" in parts
+    kinds = [p for p in parts if p != "None"]
+    if len(kinds) == 1 and kinds[0] in _NUMBER_KINDS:
+        return _NUMBER_KINDS[kinds[0]], optional
+    return None, optional
+
+
+def _is_text(field: dataclasses.Field) -> bool:
+    ann = str(field.type if isinstance(field.type, str) else getattr(field.type, "__name__", ""))
+    return ann.replace(" ", "") in ("str", "str|None", "Optional[str]")
+
+
+def check_value(field: dataclasses.Field, value: Any) -> Any:
+    """``value`` for a numeric / boolean ``field``, or ValueError saying what was expected.
+
+    Floats accept ints; ints accept floats with an integral value (``1e3``); numbers written as
+    text (``"2e-5"``) are read as numbers. Other fields pass through unchanged.
+    """
+    kind, optional = _field_kind(field)
+    if kind is None or (value is None and optional):
+        return value
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{field.name}: expected true or false, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if kind is float else int(value.strip())
+        except ValueError:
+            raise ValueError(f"{field.name}: expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{field.name}: expected a number, got {value!r}")
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{field.name}: expected a whole number, got {value!r}")
+        return int(value)
+    return float(value) if isinstance(value, int) else value
+
+
+def check_types(cls: type, data: dict[str, Any], where: str,
+                error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """``data`` with the numeric / boolean fields of dataclass ``cls`` checked (see check_value)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out = dict(data)
+    for name, value in data.items():
+        if name in fields:
+            try:
+                out[name] = check_value(fields[name], value)
+            except ValueError as err:
+                raise error(f"{where}: {err}") from None
+    return out
+
+
+def parse_sets(cls: type, items: Iterable[str], error: type[Exception] = ConfigError,
+               flag: str = "--set", nested: Iterable[str] = ()) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as a mapping for dataclass ``cls``; errors name the flag.
+
+    Values are YAML (:func:`load_yaml`). ``KEY`` must be a field of ``cls``, or ``FIELD.KEY``
+    for a field listed in ``nested`` (a mapping field such as ``sim``). A number field gets a
+    number (``--set max_grad_norm=5e-1`` is 0.5). The error text starts with the flag as typed.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise error(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            value = load_yaml(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise error(f"{flag} {item}: the value is not valid YAML ({_one_line(err)})") from None
+        head, dot, rest = key.partition(".")
+        if dot and head in nested:
+            out.setdefault(head, {})[rest] = value
+            continue
+        if key not in fields:
+            raise error(f"{flag} {item}: unknown setting {key!r}; known: {sorted(fields)}")
+        if _is_text(fields[key]) and isinstance(value, (int, float)):
+            value = raw.strip()  # a text field keeps what was typed (--set policy=0001)
+        try:
+            out[key] = check_value(fields[key], value)
+        except ValueError as err:
+            raise error(f"{flag} {item}: {err}") from None
+    return out
 
 
 def load_dataclass(cls: type, path: str | Path | None, overrides: dict[str, Any],
@@ -440,7 +568,7 @@ def dataclass_from_mapping(
     """Build the flat dataclass ``cls`` from a mapping read from ``where`` (a file or a key).
 
     Anything that is not a mapping, unknown keys and rejected values raise ``error`` with a
-    message that names ``where`` and the keys.
+    message that names ``where`` and the keys. Number fields get numbers (see check_value).
     """
     if not isinstance(data, dict):
         raise error(f"{where}: expected a mapping, got {type(data).__name__}")
@@ -448,6 +576,7 @@ def dataclass_from_mapping(
     unknown = sorted(set(data) - names)
     if unknown:
         raise error(f"{where}: unknown keys {unknown}; known: {sorted(names)}")
+    data = check_types(cls, data, where, error)
     try:
         return cls(**data)
     except (TypeError, ValueError) as err:

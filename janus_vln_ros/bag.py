@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 
 from janus_core.actions import Action
+from janus_core.console import ArgumentParser, add_verbose, fail, setup_logging
 from janus_core.interface import Observation
-from janus_vln_ros.policy_factory import make_policy
+from janus_vln_ros.policy_factory import PolicySpecError, check_spec, make_policy
 from janus_vln_ros.status import NavigatorStatus
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def _bag_qos(reliable: bool, latched: bool):
 
 def record_parser() -> argparse.ArgumentParser:
     """Arguments of ``janus-vln record``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="janus-vln record", description="Record the navigator's topics to a ROS 2 bag."
     )
     parser.add_argument("output", type=Path, help="bag directory to create (must not exist)")
@@ -184,18 +185,17 @@ def record_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=0.0, help="seconds; 0: until SIGINT")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     parser.add_argument("--zstd", action="store_true", help="compress (MCAP chunks / sqlite3 file)")
-    return parser
+    return add_verbose(parser)
 
 
 def record_main(argv: list[str] | None = None) -> int:
     """``janus-vln record``: record until SIGINT/SIGTERM or ``--duration``; returns 0 on success."""
     args = record_parser().parse_args(argv)
+    setup_logging(args.verbose)
     if args.output.exists():
-        log.error("record: %s already exists; choose a new bag directory", args.output)
-        return 2
+        return fail("record", f"{args.output} already exists; choose a new bag directory")
     if args.duration < 0:
-        log.error("record: --duration must be >= 0, got %s", args.duration)
-        return 2
+        return fail("record", f"--duration must be >= 0, got {args.duration}")
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -355,7 +355,10 @@ def replay(path: Path, model: str, mode: str = "auto", stride: int = 1,
         raise BagError(f"bag {path}: no navigator step records (…/status); use --mode frames")
     if stride < 1:
         raise BagError(f"--stride must be >= 1, got {stride}")
-    policy = make_policy(model)
+    try:
+        policy = make_policy(model)
+    except ValueError as err:  # PolicySpecError, CheckpointError, ConfigError
+        raise BagError(f"--model {model}: {err}") from None
     results: list[ReplayStep] = []
     try:
         if mode == "steps":
@@ -426,7 +429,7 @@ def _run_step(policy, index, episode, step, stamp, bag_time, raw, kind, instruct
 
 def replay_parser() -> argparse.ArgumentParser:
     """Arguments of ``janus-vln replay``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="janus-vln replay", description="Replay a recorded bag through a policy offline."
     )
     parser.add_argument("bag", type=Path, help="bag directory (MCAP or sqlite3)")
@@ -437,18 +440,21 @@ def replay_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-topic", help="camera topic when the bag has several")
     parser.add_argument("--max-steps", type=int, default=0, help="stop after n steps; 0: all")
     parser.add_argument("--output", type=Path, help="write one JSON line per step here")
-    return parser
+    return add_verbose(parser)
 
 
 def replay_main(argv: list[str] | None = None) -> int:
     """``janus-vln replay``: returns 0, or 2 with a logged reason when the bag cannot be used."""
     args = replay_parser().parse_args(argv)
+    setup_logging(args.verbose)
     try:
+        check_spec(args.model)
+        if args.output is not None and args.output.is_dir():
+            raise BagError(f"--output {args.output} is a directory; give a file name (.jsonl)")
         steps = replay(args.bag, args.model, args.mode, args.stride, args.instruction,
                        args.image_topic, args.max_steps)
-    except BagError as err:
-        log.error("replay: %s", err)
-        return 2
+    except (BagError, PolicySpecError) as err:
+        return fail("replay", err)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         with args.output.open("w") as out:

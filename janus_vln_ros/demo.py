@@ -14,7 +14,10 @@ the shipped model (``models/janusvln-small``) on the CPU, prints the instruction
 - ``<out>/episode_<id>.mp4``: the agent's camera beside the top-down map (its path in red, the
   expert's reference path in green, the goal and its 3 m success circle in blue);
 - ``<out>/episode_<id>_map.png``: the top-down map with both paths at the end of the episode;
-- ``<out>/run/`` (or ``<out>/ros/``): the evaluation run (``episodes.jsonl``, ``metrics.json``).
+- ``<out>/run/``: the evaluation run (``episodes.jsonl``, ``metrics.json``).
+
+With ``--ros`` the files are ``episode_<id>_ros.mp4``, ``episode_<id>_ros_map.png`` and
+``<out>/ros/``, so the two runs can be compared side by side.
 
 Episodes come from ``models/janusvln-small/demo/val_unseen_demo.json.gz``: the first ten episodes
 of the generated ``val_unseen`` split (generator seed 0, apartments 10000 and 10001), shipped so
@@ -22,9 +25,10 @@ the demo needs no generation step (``--split`` takes any other episode file).
 
 ``--ros`` starts the two ROS nodes as processes (:mod:`janus_vln_ros.sim_eval`): the bridge
 publishes the simulator's camera on the robot topics and executes the navigator's actions; the
-video is then rendered from the recorded poses. Without the model weights (a clone without the
-checkpoint), the demo says so and runs the simulator's expert instead, so the rest of the
-pipeline can still be seen.
+video is then rendered from the recorded poses. The trained weights of the shipped model are not
+in the repository yet (see its MODEL_CARD.md): until they are, the demo says so and runs the
+simulator's expert instead, so the rest of the pipeline can still be seen. A ``--model`` folder
+without weights is an error.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from janus_core.console import ArgumentParser, add_verbose, fail, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -61,37 +67,42 @@ def has_weights(model: Path) -> bool:
 def choose_policy(model: str | None) -> tuple[str, str, Any]:
     """``(label, eval policy spec, camera config)`` for ``--model`` (default: the shipped one).
 
-    A folder without weights falls back to the simulator's expert, with a loud message.
+    The shipped folder without weights falls back to the simulator's expert, with a warning; a
+    ``--model`` folder without weights is a DemoError.
     """
     if model in ("expert", "random", "forward"):
         return model, model, None
     path = Path(model) if model else DEFAULT_MODEL
     if has_weights(path):
-        from janus_core.checkpoint import config_from_checkpoint
+        from janus_core.checkpoint import CheckpointError, config_from_checkpoint
 
-        return path.name, str(path), config_from_checkpoint(path)
-    if model and not path.exists():
-        raise DemoError(f"--model {model}: no such folder (give a checkpoint folder, or one of "
-                        "expert, random, forward)")
-    message = (
-        f"\n*** The model weights are not in {path} ({WEIGHTS} is missing). ***\n"
-        "*** Running the simulator's shortest-path EXPERT instead of the model, so you can see "
-        "the pipeline. ***\n"
-        "    Get the weights: clone with the checkpoint (models/janusvln-small/model.safetensors),"
-        "\n    or train it: python -m training.recipe --config config/recipe_small.yaml "
-        "--stage train (see models/janusvln-small/MODEL_CARD.md)\n")
-    sys.stderr.write(message)
-    log.warning("model weights missing in %s; running the expert", path)
+        try:
+            return path.name, str(path), config_from_checkpoint(path)
+        except (CheckpointError, ValueError) as err:
+            raise DemoError(f"--model {path}: {err}") from None
+    if model:
+        what = "no such folder" if not path.exists() else (
+            "not a folder" if not path.is_dir() else
+            f"not a checkpoint folder (no config.json and {WEIGHTS})")
+        raise DemoError(f"--model {model}: {what}; give a checkpoint folder, or one of expert, "
+                        "random, forward")
+    log.warning(
+        "%s has no trained weights (%s): they are not in the repository yet (see %s). Running "
+        "the simulator's shortest-path EXPERT instead, to show the pipeline; --model DIR runs "
+        "a checkpoint", path, WEIGHTS, path / "MODEL_CARD.md")
     return "expert (model weights missing)", "expert", None
 
 
 def find_episode(split: Path, episode: str | None) -> Any:
     """The episode with id ``episode`` (default: the first) of ``split``, with its ground truth."""
-    from sim_bridge.episodes import episode_sort_key, find_gt_path, load_split
+    from sim_bridge.episodes import EpisodeFormatError, episode_sort_key, find_gt_path, load_split
 
     if not split.exists():
         raise DemoError(f"episode file {split} does not exist")
-    episodes = sorted(load_split(split, gt_path=find_gt_path(split)), key=episode_sort_key)
+    try:
+        episodes = sorted(load_split(split, gt_path=find_gt_path(split)), key=episode_sort_key)
+    except EpisodeFormatError as err:
+        raise DemoError(f"--split {err}") from None
     if not episodes:
         raise DemoError(f"{split} holds no episodes")
     if episode is None:
@@ -128,7 +139,10 @@ def run_in_process(spec: str, split: Path, episode: Any, run_dir: Path, width: i
     if spec not in ("expert", "random", "forward"):
         from janus_core.factory import build_policy
 
-        policy = build_policy(spec, device=device)
+        try:
+            policy = build_policy(spec, device=device)
+        except (ValueError, OSError) as err:  # CheckpointError, ConfigError, a bad device
+            raise DemoError(f"--model {spec}: {err}") from None
     try:
         return evaluate(cfg, policy=policy)
     finally:
@@ -161,20 +175,26 @@ def episode_record(run_dir: Path) -> dict[str, Any]:
         raise DemoError(f"{run_dir}: no episode record")
     rec = records[0]
     if rec.get("status") != "ok":
-        raise DemoError(f"the episode failed: {rec.get('error')}\n{rec.get('traceback', '')}")
+        raise DemoError(f"the episode failed: {rec.get('error')} (its traceback is in "
+                        f"{run_dir / 'episodes.jsonl'})")
     return rec
 
 
 def write_outputs(episode: Any, record: dict[str, Any], out: Path, width: int, height: int,
-                  hfov: float, fps: int, video_from: Path | None) -> tuple[Path, Path]:
-    """The episode's mp4 (copied from the run, or rendered from the recorded poses) and map PNG."""
+                  hfov: float, fps: int, video_from: Path | None,
+                  suffix: str = "") -> tuple[Path, Path]:
+    """The episode's mp4 (copied from the run, or rendered from the recorded poses) and map PNG.
+
+    Named ``episode_<id><suffix>.mp4`` / ``episode_<id><suffix>_map.png`` in ``out``.
+    """
     import numpy as np
     from PIL import Image
 
-    from sim_bridge.simulator import SimConfig, make_simulator
+    from sim_bridge.backends import make_simulator
+    from sim_bridge.simulator import SimConfig
     from sim_bridge.video import EpisodeVideo, compose_frame
 
-    name = f"episode_{episode.episode_id}"
+    name = f"episode_{episode.episode_id}{suffix}"
     video_path, map_path = out / f"{name}.mp4", out / f"{name}_map.png"
     expert_path = episode.gt_locations or episode.reference_path or None
     positions, yaws = record["positions"], record["yaws"]
@@ -206,6 +226,7 @@ def write_outputs(episode: Any, record: dict[str, Any], out: Path, width: int, h
 def report(episode: Any, label: str, record: dict[str, Any], summary: dict[str, Any],
            video: Path, map_png: Path, seconds: float, ros: bool) -> str:
     """The text printed at the end: instruction, outcome, metrics table, files."""
+    from sim_bridge.evaluate import table_notes
     from sim_bridge.metrics import format_table
 
     m = record["metrics"]
@@ -221,7 +242,8 @@ def report(episode: Any, label: str, record: dict[str, Any], summary: dict[str, 
         f"(success = STOP within 3 m); {seconds:.0f} s"
         + (f", {1000 * steps:.0f} ms per policy step" if steps else ""),
         "",
-        format_table(summary["summary"], title="Metrics (this episode)").rstrip(),
+        format_table(summary["summary"], title="Metrics (this episode)",
+                     notes=table_notes(summary)).rstrip(),
         "",
         f"Video:        {video}",
         f"Top-down map: {map_png}",
@@ -232,9 +254,9 @@ def report(episode: Any, label: str, record: dict[str, Any], summary: dict[str, 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``janus-vln demo`` argument parser."""
-    p = argparse.ArgumentParser(prog="janus-vln demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help=f"checkpoint folder (default: {DEFAULT_MODEL.relative_to(REPO)})"
-                   "; or expert, random, forward")
+    p = ArgumentParser(prog="janus-vln demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="checkpoint folder (default: the shipped models/"
+                   f"{DEFAULT_MODEL.name}); or expert, random, forward")
     p.add_argument("--episode", help="episode id (default: the first of the split)")
     p.add_argument("--split", default=str(DEFAULT_SPLIT),
                    help="episode file (default: the shipped val_unseen demo episodes)")
@@ -245,23 +267,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device of the policy (default: cpu)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: all)")
     p.add_argument("--fps", type=int, default=8, help="video frames per second")
-    return p
+    return add_verbose(p)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """DemoError (one line) for values that cannot work, before anything runs."""
+    for name in ("max_steps", "fps"):
+        if getattr(args, name) < 1:
+            raise DemoError(f"--{name.replace('_', '-')} must be at least 1, got "
+                            f"{getattr(args, name)}")
+    if args.threads < 0:
+        raise DemoError(f"--threads must be >= 0 (0: all), got {args.threads}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DemoError(f"--out {out} is a file; give a folder for the video, map and run")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``janus-vln demo``; returns the exit code."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        import torch
+    setup_logging(args.verbose)
+    from janus_core.config import ConfigError
+    from sim_bridge.evaluate import EvalError
 
-        if args.threads > 0:
-            torch.set_num_threads(args.threads)
+    try:
+        check_arguments(args)
         label, spec, model_cfg = choose_policy(args.model)
         split = Path(args.split)
         episode = find_episode(split, args.episode)
+        if args.threads > 0:
+            import torch
+
+            torch.set_num_threads(args.threads)
         width, height, hfov = 640, 480, 79.0
         if model_cfg is not None:
             im = model_cfg.image
@@ -286,10 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = episode_record(run_dir)
         seconds = time.perf_counter() - start
         video, map_png = write_outputs(episode, record, out, width, height, hfov, args.fps,
-                                       video_from)
-    except DemoError as err:
-        log.error("%s", err)
-        return 2
+                                       video_from, suffix="_ros" if args.ros else "")
+    except (DemoError, EvalError, ConfigError) as err:
+        return fail("demo", err)
     sys.stdout.write(report(episode, label, record, summary, video, map_png, seconds, args.ros))
     return 0
 

@@ -16,6 +16,8 @@ Accepted specs:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from janus_core.actions import Action
 from janus_core.baselines import ConstantPolicy, ForwardOnlyPolicy, RandomPolicy
 from janus_core.interface import Policy
@@ -59,13 +61,36 @@ def parse_constant_spec(spec: str) -> ConstantPolicy:
     return ConstantPolicy(action, delay_s=delay, fail_steps=fail_steps)
 
 
-def make_policy(spec: str) -> Policy:
-    """Build the policy named by ``spec``; raises PolicySpecError or the builder's own error."""
+def check_spec(spec: str) -> None:
+    """PolicySpecError (one line) for a spec that cannot work, checked without building it.
+
+    ``expert`` (it needs a simulator: ``expert:ros`` does, in simulation), a path that does not
+    exist and a folder that is not a checkpoint (no ``config.json``).
+    """
     spec = spec.strip()
     if not spec:
         raise PolicySpecError(
             "model is empty; use random, forward, constant:<ACTION>, a preset or a checkpoint dir"
         )
+    if spec == "expert":
+        raise PolicySpecError(
+            "model 'expert' needs a simulator to ask (in simulation: expert:ros); use a checkpoint "
+            "folder, a preset, random, forward or constant:<ACTION>")
+    if ":" in spec or spec in ("random", "forward"):
+        return
+    path = Path(spec).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise PolicySpecError(f"model {spec!r}: not a checkpoint folder (no config.json)")
+    if not path.exists() and (len(path.parts) > 1 or path.suffix):
+        raise PolicySpecError(f"model {spec!r}: no such checkpoint folder")
+    if path.exists() and not path.is_dir() and path.suffix not in (".yaml", ".yml"):
+        raise PolicySpecError(f"model {spec!r} is a file; give a checkpoint folder or a preset")
+
+
+def make_policy(spec: str) -> Policy:
+    """Build the policy named by ``spec``; raises PolicySpecError or the builder's own error."""
+    spec = spec.strip()
+    check_spec(spec)
     if spec == "random":
         return RandomPolicy()
     if spec == "forward":

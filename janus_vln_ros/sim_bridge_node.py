@@ -113,6 +113,7 @@ class SimBridgeNode(Node):
         from sim_bridge.evaluate import make_sim, plan_run
 
         self.plan = plan_run(cfg)
+        cfg = self.plan.cfg  # resolved: the backend auto chose
         self.sim = None
         try:
             self.sim = make_sim(cfg)

@@ -57,8 +57,12 @@ class SimBridgeParams:
                                      hi=100.0)
     max_steps: int = _param(500, "Episode step limit (actions, STOP included)", lo=1,
                             hi=1_000_000)
+    protocol: str = _param(
+        "vlnce", "Evaluation protocol: vlnce (VLN-CE, no forced STOP) or release (the JanusVLN "
+        "release: STOP forced at step 400)", choices=("vlnce", "release"),
+    )
     force_stop_at: int = _param(
-        -1, "Replace the action at this 0-based step by STOP (the release: 400); -1: never",
+        -1, "release protocol: the 0-based step whose action becomes STOP; -1: the protocol's",
         lo=-1, hi=1_000_000,
     )
     seed: int = _param(0, "Run seed (simulator and per-episode seeds)", lo=0, hi=2**31 - 1)
@@ -164,7 +168,7 @@ class SimBridgeParams:
                 languages=listed(self.languages), backend=self.backend, width=self.width,
                 height=self.height, hfov_deg=self.hfov_deg, forward_step=self.forward_step,
                 turn_angle=self.turn_angle, success_distance=self.success_distance,
-                max_steps=self.max_steps,
+                max_steps=self.max_steps, protocol=self.protocol,
                 force_stop_at=None if self.force_stop_at < 0 else self.force_stop_at,
                 output_dir=self.output_dir, shard=self.shard, num_shards=self.num_shards,
                 limit=None if self.limit < 0 else self.limit,

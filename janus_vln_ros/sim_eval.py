@@ -10,6 +10,16 @@ episode and exits, stops the navigator with SIGINT and prints the metrics table:
         --output-dir outputs/sim_eval/janus
     janus-vln sim-eval --model expert:ros --split ... --limit 10        # the expert over ROS
 
+Before any node starts, the run is checked in this process exactly as the bridge will check it
+(:func:`sim_bridge.evaluate.plan_run`: episode file, backend and scenes, the policy's camera
+size, a run directory holding another run's results): a mistake ends in one line, and
+``--overwrite`` starts a run directory over. The camera size defaults to the checkpoint's.
+
+No orphans: each node runs in its own session (so a Ctrl-C in the terminal reaches only this
+supervisor, which stops the nodes in order) and is tied to this process with Linux's
+``PR_SET_PDEATHSIG``: if the supervisor dies, even by SIGKILL, the kernel kills both nodes, so
+the results file is free and running the same command again resumes at once.
+
 Restarts: when a node dies (crash, OOM kill, SIGKILL), both nodes are stopped and started again,
 up to ``--max-restarts`` times per node; the bridge resumes from the results file and the
 episode that was running starts again from its beginning, so nothing is lost or counted twice.
@@ -26,15 +36,20 @@ run several evaluations side by side.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import dataclasses
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from janus_core.console import ArgumentParser, add_verbose, fail, interrupted, setup_logging
+from sim_bridge.metrics import format_table
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +68,33 @@ CONFIGURE_FAILED = "configure failed"  # the navigator's log line when its polic
 START_FAILED = 2  # the bridge's exit code for bad parameters / split / run dir: no restart
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 class SimEvalError(RuntimeError):
     """The evaluation cannot run or did not finish."""
+
+
+class Interrupted(SimEvalError):
+    """SIGINT / SIGTERM reached the supervisor; the nodes were stopped, results kept."""
+
+
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child get SIGKILL when ``parent_pid`` dies (Linux).
+
+    ``PR_SET_PDEATHSIG`` survives ``exec``; if the parent is already gone by the time it is set
+    (a SIGKILL right after ``fork``), the child kills itself.
+    """
+    def preexec() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # not Linux: no kernel tie
+            pass
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 def share_path(relative: str) -> Path:
@@ -87,12 +127,13 @@ def launch_parameters(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "output_dir": str(args.output_dir),
             "policy_label": args.model,
             "backend": args.backend,
-            "width": args.width,
-            "height": args.height,
+            "protocol": args.protocol,
+            "width": args.width if args.width is not None else 640,
+            "height": args.height if args.height is not None else 480,
             "forward_step": args.forward_step,
             "turn_angle": args.turn_angle,
             "max_steps": args.max_steps,
-            "limit": args.limit,
+            "limit": args.limit if args.limit is not None else -1,
             "episode_ids": args.episode_ids,
             "sim_settings": args.sim_settings,
             "exit_when_done": True,
@@ -163,7 +204,8 @@ class _Child:
         self.log_path = log_dir / f"{name}-{number}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()/reap()
         self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                     preexec_fn=die_with_parent(os.getpid()))
         log.info("started %s (pid %d), log %s", name, self.proc.pid, self.log_path)
 
     def poll(self) -> int | None:
@@ -221,8 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         while True:
             time.sleep(0.2)
             if stop["signal"] is not None:
-                raise SimEvalError(f"interrupted (signal {stop['signal']}); run the same "
-                                   "command again to resume")
+                raise Interrupted(f"signal {stop['signal']}")
             if deadline is not None and time.monotonic() > deadline:
                 raise SimEvalError(f"not finished after --timeout {args.timeout} s")
             code = children["sim_bridge"].poll()
@@ -230,21 +271,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             nav = children["navigator"]
             if CONFIGURE_FAILED in nav.tail(20000):
-                raise SimEvalError(f"the navigator cannot load model {args.model!r}; its log "
-                                   f"({nav.log_path}):\n{nav.tail()}")
+                raise SimEvalError(f"the navigator cannot load model {args.model!r}: "
+                                   f"{_reason(nav.tail(20000), CONFIGURE_FAILED)} (log: "
+                                   f"{nav.log_path})")
             dead = {n: code for n in NODES if (code := children[n].poll()) is not None}
             if not dead:
                 continue
             for name, code in dead.items():
                 child = children[name]
                 if name == "sim_bridge" and code == START_FAILED:
-                    raise SimEvalError(f"sim_bridge cannot start; its log ({child.log_path}):\n"
-                                       f"{child.tail()}")
+                    raise SimEvalError(f"sim_bridge cannot start: "
+                                       f"{_reason(child.tail(), 'cannot start')} (log: "
+                                       f"{child.log_path})")
                 deaths[name] += 1
                 if deaths[name] > args.max_restarts:
                     raise SimEvalError(
                         f"{name} exited with code {code} and was restarted {args.max_restarts} "
-                        f"times already; its log ({child.log_path}):\n{child.tail()}"
+                        f"times already (log: {child.log_path})"
                     )
                 log.warning("%s exited with code %s; starting both nodes again (%d of %d "
                             "restarts)", name, code, deaths[name], args.max_restarts)
@@ -266,25 +309,95 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return merge(out)
 
 
+def _reason(log_text: str, marker: str) -> str:
+    """The first log line that says why a node gave up (from ``marker`` on), else its last."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    for line in lines:
+        if marker in line:
+            return line[line.index(marker):]
+    return lines[-1] if lines else "no output"
+
+
+def _node_section(path: Path, node: str) -> dict[str, Any]:
+    """The ``ros__parameters`` a params file gives node ``node`` (``node``, ``/**/node``...)."""
+    from janus_core.config import read_yaml_mapping
+
+    out: dict[str, Any] = {}
+    for key, block in read_yaml_mapping(path, SimEvalError, "params file").items():
+        name = str(key).rstrip("/").rsplit("/", 1)[-1]
+        if name in (node, "**", "*") and isinstance(block, dict):
+            out.update(block.get("ros__parameters") or {})
+    return out
+
+
+def bridge_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """The sim_bridge's parameters as the node will get them (files, then overrides)."""
+    import yaml
+
+    from janus_vln_ros.sim_bridge_params import DEFAULTS
+
+    values = dict(DEFAULTS)
+    files = [share_path(f) for f in NODES["sim_bridge"][1]] + [Path(f) for f in
+                                                              args.params_file or ()]
+    for file in files:
+        values.update(_node_section(file, "sim_bridge"))
+    values.update(launch_parameters(args)["sim_bridge"])
+    for item in args.bridge_param or ():
+        name, sep, raw = item.partition(":=")
+        if not sep:
+            raise SimEvalError(f"--bridge-param {item!r}: expected NAME:=VALUE")
+        values[name.strip()] = yaml.safe_load(raw)
+    return values
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Check the run as the bridge will, before starting any node (see the module docstring).
+
+    Fills in ``args.width`` / ``args.height`` from the checkpoint when not given, deletes an
+    earlier run with ``--overwrite``, writes ``run.json``. Raises SimEvalError (one line).
+    """
+    from janus_vln_ros.sim_bridge_params import SimBridgeConfigError, SimBridgeParams
+    from sim_bridge.backends import BackendError
+    from sim_bridge.evaluate import USER_ERRORS, EvalConfig, plan_run, resolve_camera
+
+    try:
+        camera = resolve_camera(EvalConfig(policy=args.model, width=args.width,
+                                           height=args.height))
+        args.width, args.height = camera.width, camera.height
+        params = SimBridgeParams.from_mapping(bridge_parameters(args))
+        cfg = dataclasses.replace(params.eval_config(), overwrite=args.overwrite)
+        plan_run(cfg).close()
+    except (*USER_ERRORS, SimBridgeConfigError, BackendError) as err:
+        raise SimEvalError(str(err)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from sim_bridge.protocol import DEFAULT_PROTOCOL, PROTOCOLS
+
+    p = ArgumentParser(
         prog="janus-vln sim-eval",
         description="Evaluate a navigator policy on VLN-CE episodes through the ROS nodes "
-        "(sim_bridge + navigator), like launch/sim_eval.launch.py without the launch tools.",
+        "(sim_bridge + navigator), like launch/sim_eval.launch.py without the launch tools. "
+        "The results table goes to stdout, logs to stderr.",
     )
     p.add_argument("--model", required=True,
                    help="navigator model: checkpoint dir | tiny | full | random | forward | "
                    "expert:ros (the simulator's expert behind the navigator interface)")
     p.add_argument("--split", required=True, help="episode file (R2R/RxR VLN-CE .json(.gz))")
     p.add_argument("--output-dir", default="outputs/sim_eval", help="run directory (resumable)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the results of an earlier run in --output-dir first")
     p.add_argument("--namespace", default="", help="ROS namespace of both nodes")
-    p.add_argument("--backend", default="embedded", choices=("embedded", "habitat", "auto"))
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--backend", default="embedded", help="embedded | habitat | auto")
+    p.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=sorted(PROTOCOLS),
+                   help=f"episode-ending rules (default {DEFAULT_PROTOCOL}): vlnce = VLN-CE, "
+                   "release = the JanusVLN release (STOP forced at step 400)")
+    p.add_argument("--width", type=int, help="camera width (default: the checkpoint's, or 640)")
+    p.add_argument("--height", type=int, help="camera height (default: the checkpoint's, or 480)")
     p.add_argument("--forward-step", type=float, default=0.25, help="m per MOVE_FORWARD")
     p.add_argument("--turn-angle", type=float, default=15.0, help="degrees per turn")
     p.add_argument("--max-steps", type=int, default=500)
-    p.add_argument("--limit", type=int, default=-1, help="first N episodes; -1: all")
+    p.add_argument("--limit", type=int, help="only the first N episodes (sorted by scene, id)")
     p.add_argument("--episode-ids", default="", help="comma-separated episode ids")
     p.add_argument("--sim-settings", default="{}",
                    help="other simulator settings, YAML, e.g. '{furniture: shapes}'")
@@ -298,29 +411,43 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-restarts", type=int, default=3,
                    help="times each node is started again after dying")
     p.add_argument("--timeout", type=float, default=0.0, help="give up after this many s; 0: never")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warn", "error"))
-    return p
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warn", "error"),
+                   help="the nodes' log level (in their log files)")
+    return add_verbose(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``janus-vln sim-eval``; returns the exit code."""
-    from sim_bridge.metrics import format_table
+    """Entry point of ``janus-vln sim-eval``; returns the exit code.
+
+    0: every episode scored; 1: an episode errored, none was scored, or a node kept failing;
+    2: a mistake in what was asked (one line); 130: interrupted (results kept, rerun resumes).
+    """
+    from sim_bridge.evaluate import EvalError, merge, outcome_code, table_notes
 
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
+    out = Path(args.output_dir)
+    try:
+        preflight(args)
+    except SimEvalError as err:
+        return fail("sim-eval", err)
     try:
         data = run(args)
+    except Interrupted:
+        try:
+            data = merge(out)
+        except EvalError:
+            return interrupted("sim-eval", "nothing finished; rerun the same command to start")
+        return interrupted("sim-eval", f"{data['finished']} of {data['expected']} episodes "
+                           f"finished, partial metrics in {out / 'metrics.json'}; rerun the same "
+                           "command to resume")
     except SimEvalError as err:
-        log.error("%s", err)
-        return 1
+        return fail("sim-eval", err, code=1)
     settings = data.get("settings", {})
     title = f"{settings.get('policy', args.model)} on {Path(args.split).name} (through ROS)"
-    sys.stdout.write(format_table(data["summary"], title=title))
-    sys.stdout.write(f"\n{data['finished']} of {data['expected']} episodes; metrics in "
-                     f"{Path(args.output_dir) / 'metrics.json'}\n")
-    return 0 if data["complete"] else 1
+    sys.stdout.write(format_table(data["summary"], title=title, notes=table_notes(data)))
+    log.info("metrics in %s", out / "metrics.json")
+    return outcome_code(data["scored"], data["errors"]) or int(not data["complete"])
 
 
 if __name__ == "__main__":

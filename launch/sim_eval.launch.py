@@ -43,6 +43,10 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "backend", default_value="embedded", description="embedded | habitat | auto"
         ),
+        DeclareLaunchArgument(
+            "protocol", default_value="vlnce",
+            description="vlnce (VLN-CE, no forced STOP) | release (JanusVLN release: STOP at 400)",
+        ),
         DeclareLaunchArgument("width", default_value="640", description="Camera width (px)"),
         DeclareLaunchArgument("height", default_value="480", description="Camera height (px)"),
         DeclareLaunchArgument(
@@ -53,7 +57,8 @@ def generate_launch_description():
             "max_steps", default_value="500", description="Episode step limit (both nodes)"
         ),
         DeclareLaunchArgument(
-            "limit", default_value="-1", description="Only the first N episodes; -1: all"
+            "limit", default_value="-1",
+            description="Only the first N episodes (sorted by scene, id); -1: all"
         ),
         DeclareLaunchArgument(
             "episode_ids", default_value="", description="Only these ids, comma separated"
@@ -101,6 +106,7 @@ def generate_launch_description():
                 "output_dir": ParameterValue(LaunchConfiguration("output_dir"), value_type=str),
                 "policy_label": ParameterValue(LaunchConfiguration("model"), value_type=str),
                 "backend": ParameterValue(LaunchConfiguration("backend"), value_type=str),
+                "protocol": ParameterValue(LaunchConfiguration("protocol"), value_type=str),
                 "width": ParameterValue(LaunchConfiguration("width"), value_type=int),
                 "height": ParameterValue(LaunchConfiguration("height"), value_type=int),
                 "forward_step": ParameterValue(

@@ -185,6 +185,12 @@ def _read_json(path: Path) -> Any:
     """Read JSON, gunzipping when the file starts with the gzip magic bytes."""
     if not path.exists():
         raise EpisodeFormatError(f"{path}: file does not exist")
+    if path.is_dir():
+        inside = sorted(str(p) for p in path.glob("**/*.json*") if p.name.endswith(
+            (".json", ".json.gz")) and not p.name.endswith(("_gt.json", "_gt.json.gz"))
+            and p.name != "generation.json")[:3]
+        hint = f" (e.g. {', '.join(inside)})" if inside else ""
+        raise EpisodeFormatError(f"{path} is a directory; give an episode file{hint}")
     try:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":

@@ -32,7 +32,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -46,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from janus_core.actions import Action
+from janus_core.console import ArgumentParser, add_verbose, fail, setup_logging
 from sim_bridge.episodes import (
     R2R,
     RXR,
@@ -154,13 +154,18 @@ def _split_rng(cfg: GenerateConfig, split: str, scene_seed: int) -> np.random.Ge
 
 
 def _make_sim(cfg: GenerateConfig) -> Any:
-    from sim_bridge.simulator import SimConfig, make_simulator
+    from sim_bridge.backends import make_simulator
+    from sim_bridge.simulator import SimConfig
 
     known = {f.name for f in dataclasses.fields(SimConfig)}
     unknown = sorted(set(cfg.sim) - known)
     if unknown:
         raise GenerationError(f"sim: unknown simulator settings {unknown}; known {sorted(known)}")
-    return make_simulator(SimConfig(**{"backend": "embedded", **cfg.sim}))
+    try:
+        sim_cfg = SimConfig(**{"backend": "embedded", **cfg.sim})
+    except ValueError as err:
+        raise GenerationError(f"simulator settings: {err}") from None
+    return make_simulator(sim_cfg)
 
 
 def _scene_and_grid(sim: Any, scene_id: str, cfg: GenerateConfig) -> tuple[Any, Any]:
@@ -351,6 +356,24 @@ def generate_split(sim: Any, split: str, count: int, cfg: GenerateConfig) -> lis
     return episodes
 
 
+def check_output(out_dir: str | Path, cfg: GenerateConfig, force: bool = False) -> None:
+    """GenerationError unless ``out_dir`` can take ``cfg``'s splits.
+
+    ``out_dir`` must be a folder (or not exist yet); a split file that already holds episodes is
+    kept unless ``force``: evaluations may be tied to it.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise GenerationError(f"--out {out} is a file; give a folder for the splits")
+    for split in cfg.splits:
+        name, _ = split_file_names(split, cfg.format)
+        path = out / split / name
+        if path.exists() and not force:
+            raise GenerationError(
+                f"{path} exists; add --force to replace split {split!r} (evaluation runs on it "
+                "will refuse to resume on the new episodes), or choose another --out")
+
+
 def generate_dataset(out_dir: str | Path, cfg: GenerateConfig, sim: Any | None = None
                      ) -> dict[str, Path]:
     """Generate every split of ``cfg`` under ``out_dir``; return {split: episode file}."""
@@ -391,12 +414,13 @@ def generate_dataset(out_dir: str | Path, cfg: GenerateConfig, sim: Any | None =
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m sim_bridge.generate --out DIR --splits train:20,val_unseen:10``."""
-    p = argparse.ArgumentParser(prog="python -m sim_bridge.generate", description=__doc__.split(
-        "\n")[0])
+    p = ArgumentParser(prog="janus-vln generate", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--force", action="store_true",
+                   help="replace split files that already exist in --out")
     p.add_argument("--splits", default="train:20,val_seen:5,val_unseen:10",
                    help="NAME:COUNT[,NAME:COUNT...]")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="dataset seed (apartments, episodes)")
     p.add_argument("--episodes-per-scene", type=int, default=5)
     p.add_argument("--instructions-per-path", type=int, default=1)
     p.add_argument("--format", choices=(R2R, RXR), default=R2R)
@@ -405,10 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-geodesic", type=float, default=20.0)
     p.add_argument("--forward-step", type=float, default=0.25)
     p.add_argument("--turn-angle", type=float, default=15.0)
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_verbose(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
     try:
         cfg = GenerateConfig(
             splits=parse_splits(args.splits), seed=args.seed,
@@ -419,10 +442,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sim={"render": False, "forward_step": args.forward_step,
                  "turn_angle": args.turn_angle},
         )
+        check_output(args.out, cfg, force=args.force)
         generate_dataset(args.out, cfg)
     except GenerationError as err:
-        log.error("%s", err)
-        return 1
+        return fail("generate", err)
     return 0
 
 

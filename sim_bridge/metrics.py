@@ -191,12 +191,16 @@ def aggregate(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     A record is either a metrics dict or a results-file record with a ``metrics`` field and a
     ``status``; records with ``status != "ok"`` are counted as errors and left out. A metric that
     is missing, None or not finite in a record (RxR's NaN SPL / infinite NE cases) is left out of
-    that metric's mean and counted in ``skipped``. Sums are exact (``math.fsum``), so the result
+    that metric's mean and counted in ``skipped``. ``degenerate`` counts the episodes that start
+    at the goal and those whose goal is unreachable (see
+    :data:`sim_bridge.protocol.DEGENERATE_RULE` for how they are scored). Sums are exact
+    (``math.fsum``), so the result
     does not depend on the order of the records.
     """
     values: dict[str, list[float]] = {k: [] for k in METRIC_KEYS}
     counts = dict.fromkeys(METRIC_KEYS, 0)
     skipped = dict.fromkeys(METRIC_KEYS, 0)
+    degenerate = {"start_at_goal": 0, "unreachable_goal": 0}
     episodes = errors = 0
     for record in records:
         if record.get("status", "ok") != "ok":
@@ -204,6 +208,11 @@ def aggregate(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             continue
         metrics = record.get("metrics", record)
         episodes += 1
+        d0 = metrics.get("geodesic_start")
+        if "geodesic_start" in metrics and not _finite(d0):
+            degenerate["unreachable_goal"] += 1
+        elif _finite(d0) and d0 < 1e-6:
+            degenerate["start_at_goal"] += 1
         for key in METRIC_KEYS:
             value = metrics.get(key)
             if _finite(value):
@@ -219,11 +228,17 @@ def aggregate(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "metrics": means,
         "counts": counts,
         "skipped": {k: v for k, v in skipped.items() if v},
+        "degenerate": degenerate,
     }
 
 
-def format_table(summary: Mapping[str, Any], title: str | None = None) -> str:
-    """A markdown table of an :func:`aggregate` summary (percentages for SR/OS/SPL/nDTW/SDTW)."""
+def format_table(summary: Mapping[str, Any], title: str | None = None,
+                 notes: Sequence[str] = ()) -> str:
+    """A markdown table of an :func:`aggregate` summary (percentages for SR/OS/SPL/nDTW/SDTW).
+
+    ``notes`` are lines printed under the table (the protocol, the degenerate-episode rule), so
+    the numbers do not travel without them.
+    """
     labels = {
         "ne": "NE (m)", "os": "OS", "sr": "SR", "spl": "SPL", "ndtw": "nDTW", "sdtw": "SDTW",
         "path_length": "PL (m)", "steps": "Steps", "collisions": "Coll.",
@@ -247,5 +262,8 @@ def format_table(summary: Mapping[str, Any], title: str | None = None) -> str:
         f"| {summary['episodes']} | " + " | ".join(cells) + " |",
     ]
     if summary.get("errors"):
-        lines += ["", f"{summary['errors']} episode(s) failed and are not in the means."]
+        lines += ["", f"{summary['errors']} episode(s) failed (status error) and are not in the "
+                  "means."]
+    if notes:
+        lines += [""] + [str(n) for n in notes]
     return "\n".join(lines) + "\n"

@@ -10,14 +10,15 @@ apart) and ``scene.json`` (the SceneSpec).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from janus_core.actions import Action
+from janus_core.console import ArgumentParser, add_verbose, fail, setup_logging
 from sim_bridge.navgrid import NavGrid, ShortestPathExpert, forward_vector
 from sim_bridge.scene import SceneSpec, scene_id_for_seed
 from sim_bridge.simulator import SimConfig
@@ -126,9 +127,10 @@ def _heading(path: np.ndarray) -> float:
     return math.atan2(-d[0], -d[2])
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (``janus-vln render``); returns the exit code."""
+    parser = ArgumentParser(prog="janus-vln render",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=42, help="apartment seed")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--views", type=int, default=4, help="number of camera views")
@@ -139,16 +141,24 @@ def main(argv: list[str] | None = None) -> None:
                         default="shapes")
     parser.add_argument("--thumb", type=int, default=320, help="mosaic thumbnail width")
     parser.add_argument("--map-scale", type=int, default=3, help="top-down pixels per cell")
+    add_verbose(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
 
     from PIL import Image
 
     from sim_bridge.embedded import EmbeddedSimulator
 
-    cfg = SimConfig(width=args.width, height=args.height, hfov_deg=args.hfov,
-                    furniture=args.furniture)
     out: Path = args.out
+    try:
+        if args.seed < 0 or args.views < 0 or args.thumb < 1 or args.map_scale < 1:
+            raise ValueError("--seed and --views must be >= 0, --thumb and --map-scale >= 1")
+        cfg = SimConfig(width=args.width, height=args.height, hfov_deg=args.hfov,
+                        furniture=args.furniture)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file; give a folder")
+    except ValueError as err:
+        return fail("render", err)
     out.mkdir(parents=True, exist_ok=True)
     sim = EmbeddedSimulator(cfg)
     try:
@@ -185,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         log.info("wrote %s", out)
     finally:
         sim.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,9 +5,9 @@ A :class:`Simulator` is reset to a VLN-CE :class:`~sim_bridge.episodes.Episode`,
 pose, collision flag). It also answers the questions evaluation and training ask: geodesic
 distances, navigability, the shortest-path expert's next action, and a top-down map.
 
-Backends: ``embedded`` (:mod:`sim_bridge.embedded`: procedural apartments rendered with moderngl,
-runs anywhere) and ``habitat`` (:mod:`sim_bridge.habitat_backend`: habitat-sim, imported lazily).
-:func:`make_simulator` picks one from :class:`SimConfig`.
+This module knows no backend: each one (``embedded`` in :mod:`sim_bridge.embedded`, ``habitat``
+in :mod:`sim_bridge.habitat_backend`) implements :class:`Simulator`, and the registry in
+:mod:`sim_bridge.backends` builds the one :class:`SimConfig` names (``make_simulator``).
 
 Conventions (habitat's): world coordinates in metres, y up, floor at y = 0; the agent looks
 along -z at yaw 0; yaw is the rotation about +y, counter-clockwise seen from above, so TURN_LEFT
@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib.util
 import logging
 import math
-import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("embedded", "habitat", "auto")
 FURNITURE = ("auto", "shapes", "sweethome3d")
 NAVMESH_MODES = ("auto", "recompute")
 
@@ -51,7 +48,8 @@ class BackendUnavailableError(RuntimeError):
 class SimConfig:
     """How to build a simulator. Defaults are VLN-CE's R2R-CE agent and JanusVLN's camera.
 
-    - ``backend``: ``embedded`` | ``habitat`` | ``auto`` (habitat when habitat_sim imports).
+    - ``backend``: a name registered in :mod:`sim_bridge.backends` (``embedded`` | ``habitat``)
+      or ``auto``; the registry checks it when it builds the simulator.
     - ``width`` x ``height``, ``hfov_deg``: the RGB and depth sensors (JanusVLN: 640x480, 79).
     - ``camera_height``: sensor height above the floor in metres (VLN-CE: 1.25).
     - ``agent_height`` / ``agent_radius``: the agent cylinder (VLN-CE: 1.5 / 0.1 m).
@@ -112,8 +110,8 @@ class SimConfig:
     habitat_navmesh: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"SimConfig.backend: {self.backend!r} is not one of {list(BACKENDS)}")
+        if not isinstance(self.backend, str) or not self.backend:
+            raise ValueError(f"SimConfig.backend: expected a backend name, got {self.backend!r}")
         if self.furniture not in FURNITURE:
             raise ValueError(f"SimConfig.furniture: {self.furniture!r} is not one of "
                              f"{list(FURNITURE)}")
@@ -395,32 +393,3 @@ class Simulator(abc.ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def habitat_available() -> bool:
-    """Whether ``habitat_sim`` can be imported (without importing it)."""
-    if "habitat_sim" in sys.modules:
-        return sys.modules["habitat_sim"] is not None
-    try:
-        return importlib.util.find_spec("habitat_sim") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def make_simulator(cfg: SimConfig | dict | None = None) -> Simulator:
-    """The simulator ``cfg.backend`` names (``auto``: habitat when installed, else embedded)."""
-    if cfg is None:
-        cfg = SimConfig()
-    elif isinstance(cfg, dict):
-        cfg = SimConfig.from_dict(cfg)
-    backend = cfg.backend
-    if backend == "auto":
-        backend = "habitat" if habitat_available() else "embedded"
-        log.info("SimConfig.backend=auto -> %s", backend)
-    if backend == "embedded":
-        from sim_bridge.embedded import EmbeddedSimulator
-
-        return EmbeddedSimulator(cfg)
-    from sim_bridge.habitat_backend import HabitatSimulator
-
-    return HabitatSimulator(cfg)

@@ -320,8 +320,42 @@ def shard_path(root: str | Path, rank: int) -> Path:
     return Path(root) / f"annotations.rank{int(rank)}.jsonl"
 
 
+def repair_torn_tail(path: str | Path) -> int:
+    """Cut an append-only JSONL file back to its last complete line; return the bytes cut.
+
+    A crash in the middle of an append leaves a last line without its newline. The record on it
+    was never acknowledged (its episode is redone), and the next append would otherwise be
+    glued onto it. Call before appending, in the one process that writes the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1
+    os.truncate(path, keep)
+    log.warning("%s: cut a torn last line (%d bytes) left by an interrupted write; its episode "
+                "is done again", path, len(data) - keep)
+    return len(data) - keep
+
+
+def _salvage(line: str) -> Any:
+    """The complete JSON object at the end of ``line`` (a record appended to a torn one)."""
+    for start in (i for i, c in enumerate(line) if c == "{" and i > 0):
+        try:
+            return json.loads(line[start:])
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
 def read_shards(root: str | Path) -> list[Trajectory]:
-    """Every finished trajectory in the shard files of ``root`` (a torn last line is skipped)."""
+    """Every finished trajectory in the shard files of ``root``.
+
+    A torn last line (an interrupted write) is skipped; a record glued onto a torn line by an
+    older writer (one that did not :func:`repair_torn_tail`) is recovered.
+    """
     out: list[Trajectory] = []
     for path in sorted(Path(root).glob(SHARD_GLOB)):
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -331,11 +365,16 @@ def read_shards(root: str | Path) -> list[Trajectory]:
             try:
                 data = json.loads(line)
             except json.JSONDecodeError:
-                if lineno == len(lines):
+                data = _salvage(line)
+                if data is not None:
+                    log.warning("%s: line %d holds a torn record followed by a complete one; "
+                                "kept the complete one", path, lineno)
+                elif lineno == len(lines):
                     log.warning("%s: line %d is incomplete (interrupted write); ignoring it",
                                 path, lineno)
                     continue
-                raise AnnotationError(f"{path}: line {lineno} is not valid JSON") from None
+                else:
+                    raise AnnotationError(f"{path}: line {lineno} is not valid JSON") from None
             out.append(trajectory_from_json(data, path, lineno - 1))
     return out
 
@@ -430,6 +469,7 @@ class TrajectoryWriter:
         self.rank = int(rank)
         self.jpeg_quality = int(jpeg_quality)
         (self.root / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+        repair_torn_tail(shard_path(self.root, self.rank))  # this rank is its only writer
 
     def finished(self) -> set[str]:
         """Names of the trajectories already finished in ``root`` (any rank, merged or not)."""

@@ -37,6 +37,7 @@ import numpy as np
 
 from janus_core.actions import Action
 from janus_core.config import dataclass_from_mapping, load_dataclass
+from janus_core.console import ArgumentParser, add_verbose, fail, setup_logging
 from sim_bridge.episodes import (
     Episode,
     EpisodeFormatError,
@@ -49,6 +50,7 @@ from training.annotations import (
     TrajectoryWriter,
     actions_from_executed,
     merge_shards,
+    repair_torn_tail,
     trajectory_name,
 )
 from training.distributed import (
@@ -135,7 +137,8 @@ def load_collect_config(path: str | Path | None = None, **overrides: Any) -> Col
 
 def make_sim(settings: SimSettings) -> Any:
     """The backend's simulator for ``settings``."""
-    from sim_bridge.simulator import SimConfig, make_simulator
+    from sim_bridge.backends import make_simulator
+    from sim_bridge.simulator import SimConfig
 
     known = {f.name for f in dataclasses.fields(SimConfig)}
     values = {
@@ -146,7 +149,11 @@ def make_sim(settings: SimSettings) -> Any:
     unknown = sorted(set(settings.sim) - known)
     if unknown:
         raise CollectError(f"sim.sim: unknown simulator settings {unknown}; known: {sorted(known)}")
-    return make_simulator(SimConfig(**{k: v for k, v in values.items() if k in known}))
+    try:
+        sim_cfg = SimConfig(**{k: v for k, v in values.items() if k in known})
+    except (TypeError, ValueError) as err:
+        raise CollectError(f"simulator settings: {err}") from None
+    return make_simulator(sim_cfg)
 
 
 def load_episodes(split: str, gt: str | None, languages: Sequence[str] | None,
@@ -181,9 +188,14 @@ def rejected_names(root: str | Path) -> set[str]:
     return names
 
 
+def rejected_path(root: str | Path, rank: int) -> Path:
+    """The file where rank ``rank`` lists the episodes it rolled out and did not keep."""
+    return Path(root) / f"rejected.rank{rank}.jsonl"
+
+
 def record_rejected(root: str | Path, rank: int, name: str, **info: Any) -> None:
     """Remember that episode ``name`` was rolled out and not kept (so a restart skips it)."""
-    with open(Path(root) / f"rejected.rank{rank}.jsonl", "a", encoding="utf-8") as fh:
+    with open(rejected_path(root, rank), "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"name": name, **info}) + "\n")
 
 
@@ -252,6 +264,7 @@ def collect(cfg: CollectConfig, sim: Any | None = None,
     if not episodes:
         raise CollectError(f"{cfg.split}: no episodes after filtering")
     writer = TrajectoryWriter(out, rank=info.rank, jpeg_quality=cfg.jpeg_quality)
+    repair_torn_tail(rejected_path(out, info.rank))
     done = writer.finished() | rejected_names(out)
     mine = shard(episodes, info)
     todo = [ep for ep in mine if trajectory_name(ep.scene_id, cfg.dataset, ep.episode_id)
@@ -313,7 +326,7 @@ def _finite(value: float) -> float | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``janus-vln collect`` argument parser."""
-    p = argparse.ArgumentParser(prog="janus-vln collect", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="janus-vln collect", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="collection YAML (CollectConfig keys)")
     p.add_argument("--split", help="R2R/RxR episode file (.json or .json.gz)")
     p.add_argument("--gt", help="its _gt file (default: the sibling when present)")
@@ -328,17 +341,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--merge-only", action="store_true",
                    help="only fold the shard files of --output-dir into annotations.json")
-    return p
+    return add_verbose(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``janus-vln collect`` / ``python -m training.collect``."""
+    from sim_bridge.backends import BackendError
+    from sim_bridge.simulator import BackendUnavailableError
+
     args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
     try:
         return _run(args)
-    except (CollectError, AnnotationError, EpisodeFormatError) as err:
-        log.error("%s", err)
-        return 2
+    except (CollectError, AnnotationError, EpisodeFormatError, BackendError,
+            BackendUnavailableError) as err:
+        return fail("collect", err)
 
 
 def _run(args: argparse.Namespace) -> int:

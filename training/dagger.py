@@ -40,6 +40,7 @@ import numpy as np
 from janus_core.actions import Action
 from janus_core.checkpoint import CheckpointError
 from janus_core.config import dataclass_from_mapping, load_dataclass
+from janus_core.console import ArgumentParser, add_verbose, fail, setup_logging
 from janus_core.interface import Observation, Policy
 from sim_bridge.episodes import Episode, EpisodeFormatError
 from training.annotations import (
@@ -47,6 +48,7 @@ from training.annotations import (
     TrajectoryWriter,
     actions_from_executed,
     merge_shards,
+    repair_torn_tail,
     trajectory_name,
 )
 from training.collect import (
@@ -56,6 +58,7 @@ from training.collect import (
     make_sim,
     record_rejected,
     rejected_names,
+    rejected_path,
 )
 from training.dagger_rules import (
     DaggerController,
@@ -252,6 +255,7 @@ def collect_round(
     if not episodes:
         raise DaggerError(f"{cfg.split}: no episodes after filtering")
     writer = TrajectoryWriter(out, rank=info.rank, jpeg_quality=cfg.jpeg_quality)
+    repair_torn_tail(rejected_path(out, info.rank))
     done = writer.finished() | rejected_names(out)
     mine = shard(episodes, info)
     todo = [ep for ep in mine
@@ -313,6 +317,11 @@ def collect_round(
     if info.is_main:
         merged = merge_shards(out)
         stats["total"] = len(merged)
+        if not len(merged):
+            log.warning(
+                "DAgger round %d kept no rollout (%d rejected by the filter %s, %d errors): the "
+                "round adds no training data", round_index, stats["rejected"], cfg.rule,
+                stats["errors"])
     log.info("round %d collection: %s", round_index, stats)
     return stats
 
@@ -420,7 +429,7 @@ def _has_trajectories(path: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``janus-vln dagger`` argument parser."""
-    p = argparse.ArgumentParser(prog="janus-vln dagger", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="janus-vln dagger", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="DAgger YAML (DaggerConfig keys)")
     p.add_argument("--policy", help="checkpoint folder (or preset) that drives round 1")
     p.add_argument("--split", help="R2R/RxR episode file")
@@ -430,12 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int)
     p.add_argument("--train-config", help="SFT YAML used to retrain after each round")
     p.add_argument("--no-progress", action="store_true")
-    return p
+    return add_verbose(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``janus-vln dagger`` / ``python -m training.dagger``."""
     args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
     try:
         cfg = load_dagger_config(
             args.config, policy=args.policy, split=args.split, base_data=args.base_data,
@@ -443,8 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             train_config=args.train_config, progress=False if args.no_progress else None,
         )
     except DaggerError as err:
-        log.error("%s", err)
-        return 2
+        return fail("dagger", err)
+    from sim_bridge.backends import BackendError
+    from sim_bridge.simulator import BackendUnavailableError
     from training.sft import TrainConfigError
 
     info = get_dist_info()
@@ -452,9 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         state = run_dagger(cfg)
     except (DaggerError, CollectError, TrainConfigError, AnnotationError, EpisodeFormatError,
-            CheckpointError) as err:
-        log.error("%s", err)
-        return 2
+            CheckpointError, BackendError, BackendUnavailableError) as err:
+        return fail("dagger", err)
     finally:
         destroy_process_group(created)
     log.info("DAgger finished: %s", json.dumps(state["rounds"], sort_keys=True))

@@ -69,9 +69,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from janus_core.config import JanusConfig, load_config, load_dataclass, resolve_device
+from janus_core.config import (
+    JanusConfig,
+    load_config,
+    load_dataclass,
+    parse_sets,
+    resolve_device,
+)
 from janus_core.processor import JanusProcessor
 from training.workers import WorkerPool, WorkerSettings, chunked, default_workers
 
@@ -683,13 +688,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "time_budget_min": args.time_budget_min, "workers": args.workers, "device": args.device,
         "models": args.models.split(",") if args.models else None,
     }
-    for item in args.sets:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            log.error("--set %r: expected KEY=VALUE", item)
-            return 2
-        overrides[key] = yaml.safe_load(raw)
     try:
+        overrides.update(parse_sets(RecipeConfig, args.sets, RecipeError))
         cfg = load_recipe_config(args.config, **overrides)
         work, out = Path(args.work_dir), Path(args.out_dir)
         record: dict[str, Any] = {}

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from janus_core.checkpoint import (
@@ -49,7 +48,14 @@ from janus_core.checkpoint import (
     save_checkpoint,
     weight_files,
 )
-from janus_core.config import JanusConfig, load_config, read_yaml_mapping
+from janus_core.config import (
+    JanusConfig,
+    check_types,
+    load_config,
+    parse_sets,
+    read_yaml_mapping,
+)
+from janus_core.console import ArgumentParser, add_verbose, fail, setup_logging
 from janus_core.model import JanusVLNModel, build_model
 from janus_core.processor import JanusProcessor
 from janus_core.tokenizer import build_tokenizer, load_chat_template, load_tokenizer
@@ -157,6 +163,7 @@ def config_from_dict(data: dict[str, Any], source: str = "train config") -> Trai
     unknown = sorted(set(data) - names)
     if unknown:
         raise TrainConfigError(f"{source}: unknown keys {unknown}; known: {sorted(names)}")
+    data = check_types(TrainConfig, data, source, TrainConfigError)
     try:
         return TrainConfig(**data)
     except TypeError as err:
@@ -169,7 +176,11 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
     """Read a :class:`TrainConfig` from YAML, then apply ``overrides`` (None values ignored)."""
     path = resolve_config_path(path)
     data = read_yaml_mapping(path, TrainConfigError, "train config")
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}  # --set training_args.x=... adds to the file's
+        elif value is not None:
+            data[key] = value
     return config_from_dict(data, source=str(path))
 
 
@@ -442,8 +453,8 @@ class LossLogCallback(TrainerCallback):
 
 def _fsdp_settings(path: str) -> dict[str, Any]:
     file = resolve_config_path(path)
-    data = yaml.safe_load(file.read_text()) or {}
-    if not isinstance(data, dict) or "fsdp" not in data:
+    data = read_yaml_mapping(file, TrainConfigError, "FSDP config")
+    if "fsdp" not in data:
         raise TrainConfigError(f"{file}: expected a mapping with 'fsdp' (and 'fsdp_config')")
     return {"fsdp": data["fsdp"], "fsdp_config": data.get("fsdp_config") or {}}
 
@@ -600,16 +611,9 @@ def run_sft(cfg: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path
 # ---- command line --------------------------------------------------------------------------------
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``janus-vln train`` argument parser."""
-    p = argparse.ArgumentParser(prog="janus-vln train", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="janus-vln train", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="train_tiny.yaml",
                    help="training YAML (default: config/train_tiny.yaml)")
     p.add_argument("--data", nargs="+", help="annotation folders (dir or dir%%NN)")
@@ -620,25 +624,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deepspeed", help="DeepSpeed JSON (e.g. config/deepspeed_zero3.json)")
     p.add_argument("--fsdp", help="FSDP YAML (e.g. config/fsdp.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any TrainConfig field (YAML value), repeatable")
-    return p
+                   help="override any TrainConfig field (YAML value), repeatable; "
+                   "training_args.NAME=VALUE sets one TrainingArguments field")
+    return add_verbose(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``janus-vln train`` / ``python -m training.sft``."""
     args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
     overrides: dict[str, Any] = {
         "data": args.data, "model": args.model, "output_dir": args.output_dir,
         "max_steps": args.max_steps, "resume": args.resume, "deepspeed": args.deepspeed,
         "fsdp": args.fsdp,
     }
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            log.error("--set expects KEY=VALUE, got %r", item)
-            return 2
-        overrides[key.strip()] = _parse_value(value)
     try:
+        overrides.update(parse_sets(TrainConfig, args.set, TrainConfigError,
+                                    nested=("training_args",)))
         cfg = load_train_config(args.config, **overrides)
         info = get_dist_info()
         if not info.is_main:
@@ -651,8 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         barrier(info)
         destroy_process_group(created=True)
     except (TrainConfigError, AnnotationError, CheckpointError) as err:
-        log.error("%s", err)
-        return 2
+        return fail("train", err)
     return 0
 
 

@@ -233,7 +233,8 @@ class _Worker:
     # -- shared pieces --
     def sim(self, key: Any = "main", render: bool = True) -> Any:
         if key not in self._sims:
-            from sim_bridge.simulator import SimConfig, make_simulator
+            from sim_bridge.backends import make_simulator
+            from sim_bridge.simulator import SimConfig
 
             values = {**self.settings.sim, "render": render}
             self._sims[key] = make_simulator(SimConfig(**values))

@@ -1,6 +1,7 @@
 """JanusConfig: presets, YAML round trip, validation messages, device/dtype resolution."""
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -141,3 +142,49 @@ def test_yaml_dataclass_loading_errors_name_the_file(tmp_path):
     assert load_dataclass(Settings, None, {"steps": 5}) == Settings(5)
     with pytest.raises(ConfigError, match="unknown keys"):
         load_dataclass(Settings, None, {"stpes": 5})
+
+
+def test_numbers_in_yaml_and_set_are_numbers(tmp_path):
+    """``2e-5`` is a number (PyYAML alone reads it as text), ``--set`` errors name the flag."""
+    import dataclasses
+
+    from janus_core.config import ConfigError, load_dataclass, load_yaml, parse_sets
+
+    @dataclasses.dataclass
+    class Settings:
+        learning_rate: float = 1.0
+        steps: int = 1
+        limit: int | None = None
+        bf16: bool = True
+        name: str = "run"
+        extra: dict = dataclasses.field(default_factory=dict)
+
+    assert load_yaml("a: 2e-5\nb: -5E-1\nc: 1e3\nd: 1.5\ne: e5\nf: 1e\ng: 7") == {
+        "a": 2e-5, "b": -0.5, "c": 1000.0, "d": 1.5, "e": "e5", "f": "1e", "g": 7}
+    config = tmp_path / "c.yaml"
+    config.write_text("learning_rate: 2e-5\nsteps: 1e3\n")
+    loaded = load_dataclass(Settings, config, {})
+    assert loaded.learning_rate == 2e-5 and loaded.steps == 1000 and type(loaded.steps) is int
+    config.write_text("learning_rate: fast\n")
+    with pytest.raises(ConfigError, match="c.yaml: learning_rate: expected a number, got 'fast'"):
+        load_dataclass(Settings, config, {})
+    sets = parse_sets(Settings, ["learning_rate=5e-1", "steps=10", "limit=null", "name=0001",
+                                 "extra.depth=2", "bf16=false"], nested=("extra",))
+    assert sets == {"learning_rate": 0.5, "steps": 10, "limit": None, "name": "0001",
+                    "extra": {"depth": 2}, "bf16": False}
+    for item, says in (("learning_rat=1", "--set learning_rat=1: unknown setting"),
+                       ("steps=1.5", "--set steps=1.5: steps: expected a whole number"),
+                       ("bf16=2", "--set bf16=2: bf16: expected true or false"),
+                       ("steps", "--set 'steps': expected KEY=VALUE")):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            parse_sets(Settings, [item])
+
+
+def test_reading_a_config_does_not_import_torch():
+    """The CLIs read their configs first; a mistake must not wait for torch to load."""
+    import subprocess
+    import sys
+
+    code = ("import sys, janus_core.config, sim_bridge.evaluate; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -143,10 +143,9 @@ def test_replay_frames_mode_on_synthetic_bag(tmp_path, compressed):
     assert all(s.replayed_action == "MOVE_FORWARD" and s.match is None for s in steps)
 
 
-def test_replay_errors_are_clear(tmp_path, caplog):
-    with caplog.at_level("ERROR"):
-        assert replay_main([str(tmp_path / "missing"), "--model", "forward"]) == 2
-    assert "does not exist" in caplog.text
+def test_replay_errors_are_clear(tmp_path, capsys):
+    assert replay_main([str(tmp_path / "missing"), "--model", "forward"]) == 2
+    assert "does not exist" in capsys.readouterr().err
     bag = synthetic_bag(tmp_path / "noins", with_instruction=False)
     with pytest.raises(BagError, match="no instruction message before the frames"):
         replay(bag, "forward", mode="frames")

@@ -41,19 +41,28 @@ def _frames(path):
         return reader.count_frames()
 
 
-def test_missing_weights_fall_back_to_the_expert(tmp_path, short_split, capsys):
+def test_missing_weights_fall_back_to_the_expert(tmp_path, short_split, capsys, caplog,
+                                                 monkeypatch):
     empty = tmp_path / "no-weights"
     empty.mkdir()
+    monkeypatch.setattr(demo, "DEFAULT_MODEL", empty)  # the shipped folder, weights not in git
     out = tmp_path / "out"
-    code = demo.main(["--model", str(empty), "--split", str(short_split), "--out", str(out)])
+    code = demo.main(["--split", str(short_split), "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0
-    assert "weights are not in" in captured.err and "EXPERT" in captured.err
+    assert "has no trained weights (model.safetensors): they are not in the repository yet" in (
+        caplog.text) and "EXPERT" in caplog.text
     assert "Outcome: SUCCESS" in captured.out and "| Episodes |" in captured.out
     record = demo.episode_record(out / "run")
     video, png = out / "episode_1.mp4", out / "episode_1_map.png"
     assert _frames(video) == len(record["positions"])  # one frame per pose, the start included
     assert Image.open(png).size[1] == 720
+    # the --ros run's files (rendered from its poses) do not replace the in-process run's
+    episode = demo.find_episode(short_split, "1")
+    ros_video, ros_png = demo.write_outputs(episode, record, out, 64, 48, 79.0, 8, None,
+                                            suffix="_ros")
+    assert (ros_video.name, ros_png.name) == ("episode_1_ros.mp4", "episode_1_ros_map.png")
+    assert _frames(ros_video) == _frames(video) and video.exists()
 
 
 def test_demo_runs_a_checkpoint_on_the_cpu(tmp_path, short_split, tiny_checkpoint, capsys):
@@ -72,12 +81,21 @@ def test_demo_runs_a_checkpoint_on_the_cpu(tmp_path, short_split, tiny_checkpoin
     assert demo.episode_record(out / "run")["metrics"]["steps"] <= 2
 
 
-def test_bad_input_is_one_clear_error(tmp_path, short_split, caplog):
+def test_bad_input_is_one_clear_error(tmp_path, short_split, capsys):
     assert demo.main(["--model", "expert", "--split", str(short_split), "--episode", "99",
                       "--out", str(tmp_path)]) == 2
-    assert "episode 99 is not in" in caplog.text
+    assert "episode 99 is not in" in capsys.readouterr().err
     assert demo.main(["--model", "expert", "--split", str(tmp_path / "none.json.gz"),
                       "--out", str(tmp_path)]) == 2
+    capsys.readouterr()
+    # an explicit --model folder without weights is an error, not a silent expert run
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    assert demo.main(["--model", str(empty), "--split", str(short_split),
+                      "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"janus-vln demo: error: --model {empty}: not a checkpoint folder")
+    assert not (tmp_path / "o").exists()
     with pytest.raises(demo.DemoError, match="no such folder"):
         demo.choose_policy(str(tmp_path / "missing"))
 
@@ -110,4 +128,5 @@ def test_demo_through_the_ros_nodes(tmp_path, short_split, capsys):
     assert "through the ROS nodes" in captured.out
     record = demo.episode_record(out / "ros")
     assert record["metrics"]["sr"] == 1.0
-    assert _frames(out / "episode_1.mp4") == len(record["positions"])
+    assert _frames(out / "episode_1_ros.mp4") == len(record["positions"])
+    assert (out / "episode_1_ros_map.png").exists() and not (out / "episode_1.mp4").exists()

@@ -169,6 +169,41 @@ def test_killing_either_node_mid_split_loses_nothing(split, tmp_path):
     assert len(results(out)) == 3
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie waiting for its reaper does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def test_sigkill_of_sim_eval_leaves_no_node_behind_and_a_rerun_resumes(split, tmp_path):
+    out = tmp_path / "ros"
+    args = ["--model", "expert:ros", "--split", str(split), "--output-dir", str(out),
+            "--width", "64", "--height", "48", "--sim-settings", "{furniture: shapes}",
+            "--timeout", "150"]
+    log_path = tmp_path / "killed.log"
+    proc = start_sim_eval([*args, "--namespace", "orphan1"], log_path)
+    try:
+        assert wait_until(lambda: len(results(out)) >= 1, 60.0, period=0.05), log_path.read_text()
+        nodes = [int(p) for p in re.findall(r"started \w+ \(pid (\d+)\)", log_path.read_text())]
+        assert len(nodes) == 2 and all(alive(p) for p in nodes)
+        os.kill(proc.pid, signal.SIGKILL)  # the supervisor only: the nodes have own sessions
+        proc.wait(timeout=10)
+        assert wait_until(lambda: not any(alive(p) for p in nodes), 10.0, period=0.05), \
+            [p for p in nodes if alive(p)]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    done = len(results(out))
+    again = start_sim_eval([*args, "--namespace", "orphan2"], tmp_path / "again.log")
+    assert finish(again, 90, tmp_path / "again.log") == 0, (tmp_path / "again.log").read_text()
+    records = results(out)
+    assert len(records) == 3 and len({r["episode_id"] for r in records}) == 3
+    assert f"{3 - done} to run" in (tmp_path / "again.log").read_text() or done == 3
+
+
 # ---------------------------------------------------------------- command lines, failures
 def args_for(**kw):
     base = ["--model", "forward", "--split", "s.json"]
@@ -201,22 +236,53 @@ def test_node_commands_and_environment(monkeypatch):
     assert env["FASTDDS_DEFAULT_PROFILES_FILE"].endswith("config/fastdds_shm.xml")
 
 
-def test_a_model_that_cannot_load_fails_clearly(split, tmp_path, caplog):
+def test_a_model_that_cannot_load_fails_clearly(split, tmp_path, capsys):
     code = sim_eval.main(["--model", "constant:NOT_AN_ACTION", "--split",
                           str(split), "--output-dir", str(tmp_path / "out"), "--namespace",
                           "noload", "--width", "32", "--height", "24", "--timeout", "60"])
     assert code == 1
-    assert "the navigator cannot load model 'constant:NOT_AN_ACTION'" in caplog.text
-    assert "NOT_AN_ACTION" in caplog.text.split("its log", 1)[1]  # the navigator's reason
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("janus-vln sim-eval: error: the navigator cannot load model "
+                           "'constant:NOT_AN_ACTION': configure failed")
+    assert "NOT_AN_ACTION" in line.split("configure failed", 1)[1]  # the navigator's reason
 
 
-def test_a_bad_split_fails_without_restarts(tmp_path, caplog):
+def test_a_bad_split_fails_before_any_node_starts(tmp_path, capsys):
     code = sim_eval.main(["--model", "forward", "--split", str(tmp_path / "missing.json.gz"),
                           "--output-dir", str(tmp_path / "out"), "--namespace", "nosplit",
                           "--timeout", "60"])
-    assert code == 1
-    assert "sim_bridge cannot start" in caplog.text
-    assert len(list((tmp_path / "out" / "logs").glob("sim_bridge-*.log"))) == 1
+    assert code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("janus-vln sim-eval: error: ") and "does not exist" in line
+    assert not (tmp_path / "out").exists()
+    for bad, says in ((["--width", "0"], "width must be a positive number"),
+                      (["--limit", "0"], "limit must be at least 1"),
+                      (["--backend", "habitat"], "habitat-sim is not installed")):
+        code = sim_eval.main(["--model", "forward", "--split", str(tmp_path / "x.json.gz"),
+                              "--output-dir", str(tmp_path / "out"), *bad])
+        assert code == 2 and says in capsys.readouterr().err, bad
+
+
+def test_preflight_checks_the_run_as_eval_does(split, tmp_path):
+    """sim-eval's --limit, protocol and camera mean what eval's do: the same run.json."""
+    import json
+
+    from sim_bridge.evaluate import plan_run
+
+    args = args_for(split=split, output_dir=tmp_path / "ros", limit=2, protocol="release")
+    sim_eval.preflight(args)
+    assert (args.width, args.height) == (640, 480)   # a baseline: the default camera
+    plan_run(EvalConfig(policy="forward", split=str(split), output_dir=str(tmp_path / "ev"),
+                        limit=2, protocol="release")).close()
+    ros, ev = (json.loads((tmp_path / d / "run.json").read_text()) for d in ("ros", "ev"))
+    assert len(ros["episodes"]) == 2 and ros["episodes"] == ev["episodes"]
+    assert ros["fingerprint"] == ev["fingerprint"]
+    assert ros["fingerprint"]["force_stop_at"] == 400
+    # a second preflight resumes; another protocol is refused in one line
+    sim_eval.preflight(args_for(split=split, output_dir=tmp_path / "ros", limit=2,
+                                protocol="release"))
+    with pytest.raises(sim_eval.SimEvalError, match="protocol: 'release' -> 'vlnce'"):
+        sim_eval.preflight(args_for(split=split, output_dir=tmp_path / "ros", limit=2))
 
 
 def test_parser_requires_model_and_split():

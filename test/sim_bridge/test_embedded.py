@@ -8,6 +8,7 @@ import pytest
 
 from janus_core.actions import Action
 from janus_core.interface import Observation
+from sim_bridge.backends import make_simulator
 from sim_bridge.embedded import EmbeddedSimulator
 from sim_bridge.episodes import Episode, Goal, load_split, save_split
 from sim_bridge.renderer import RendererUnavailableError, create_context
@@ -16,7 +17,6 @@ from sim_bridge.simulator import (
     SimConfig,
     SimObservation,
     TopDownMap,
-    make_simulator,
     quaternion_to_yaw,
     yaw_to_quaternion,
 )
@@ -63,8 +63,11 @@ def test_make_simulator_and_config():
     sim = make_simulator({"render": False, "turn_angle": 30})
     assert isinstance(sim, EmbeddedSimulator) and sim.config.turn_angle == 30
     sim.close()
+    with pytest.raises(ValueError, match="unknown simulator backend 'unity'; known: "
+                       r"\['embedded', 'habitat', 'auto'\]"):
+        make_simulator(SimConfig(backend="unity"))  # the registry knows the names
     with pytest.raises(ValueError, match="backend"):
-        SimConfig(backend="unity")
+        SimConfig(backend="")
     with pytest.raises(ValueError, match="width"):
         SimConfig(width=0)
     with pytest.raises(ValueError, match="depth_min"):

@@ -86,10 +86,19 @@ def test_step_limit_and_forced_stop(split, tmp_path):
         assert r["end_reason"] == "max_steps" and r["actions"] == [1] * 20
         assert r["metrics"]["sr"] == 0.0 and r["metrics"]["stop_called"] is False
     assert data["summary"]["metrics"]["steps"] == 20
-    evaluate(cfg_for(split, tmp_path / "b", policy="forward", force_stop_at=5))
+    data = evaluate(cfg_for(split, tmp_path / "b", policy="forward", protocol="release",
+                            force_stop_at=5))
     for r in episodes_file(tmp_path / "b"):
         assert r["end_reason"] == "forced_stop" and r["actions"] == [1] * 5 + [0]
         assert r["metrics"]["stop_called"] is True
+    assert data["protocol"].startswith("release (JanusVLN release: STOP forced at step 5")
+    # the protocols by name: VLN-CE never forces STOP, the release does at 400
+    assert cfg_for(split, tmp_path, policy="forward").force_stop_at is None
+    assert cfg_for(split, tmp_path, policy="forward", protocol="release").force_stop_at == 400
+    with pytest.raises(EvalError, match="contradicts protocol vlnce"):
+        cfg_for(split, tmp_path, policy="forward", force_stop_at=5)
+    with pytest.raises(EvalError, match="protocol 'habitat' is not one of"):
+        cfg_for(split, tmp_path, policy="forward", protocol="habitat")
 
 
 DRIVER = textwrap.dedent("""
@@ -174,6 +183,118 @@ def test_changed_settings_are_refused(split, tmp_path):
     evaluate(cfg_for(split, tmp_path, policy="random", limit=1))
     with pytest.raises(EvalError, match="max_steps: 500 -> 100"):
         evaluate(cfg_for(split, tmp_path, policy="random", limit=1, max_steps=100))
+    with pytest.raises(EvalError, match=r"seed: 0 -> 1\); add --overwrite"):
+        evaluate(cfg_for(split, tmp_path, policy="random", limit=1, seed=1))
+    with pytest.raises(EvalError, match="policy: random -> expert"):
+        evaluate(cfg_for(split, tmp_path, policy="expert", limit=1))
+    with pytest.raises(EvalError, match="protocol: 'vlnce' -> 'release'"):
+        evaluate(cfg_for(split, tmp_path, policy="random", limit=1, protocol="release"))
+
+
+def test_results_are_tied_to_the_episode_file_and_policy(split, tmp_path):
+    """A regenerated split in the same place is refused; the same file elsewhere resumes;
+    --overwrite starts over; records of other episodes never enter a table."""
+    data_dir = tmp_path / "data" / "val_unseen"
+    data_dir.mkdir(parents=True)
+    mine = data_dir / "val_unseen.json.gz"
+    for src, dst in ((split, mine), (gt_path_for(split), gt_path_for(mine))):
+        dst.write_bytes(Path(src).read_bytes())
+    out = tmp_path / "run"
+    first = evaluate(cfg_for(mine, out, policy="random", limit=3))
+    assert first["complete"] and first["finished"] == 3
+    # the same content reached by another path resumes: nothing runs again
+    moved = tmp_path / "elsewhere" / "copy.json.gz"
+    moved.parent.mkdir()
+    moved.write_bytes(mine.read_bytes())
+    again = evaluate(cfg_for(moved, out, policy="random", limit=3, gt=str(gt_path_for(mine))))
+    assert again["summary"] == first["summary"]
+    shard = out / "results" / "shard-000-of-001.jsonl"
+    assert len(read_records(shard)) == 3
+    # the split regenerated in place (other instructions): refused, naming the file's content
+    eps = load_split(mine, gt_path=gt_path_for(mine))
+    eps = [dataclasses.replace(ep, instruction=ep.instruction + " Then wait.") for ep in eps]
+    save_split(mine, eps, gt_path=gt_path_for(mine))
+    with pytest.raises(EvalError, match="the episode file's content changed .*add --overwrite"):
+        evaluate(cfg_for(mine, out, policy="random", limit=3))
+    # --overwrite deletes the old results and runs the new episodes
+    fresh = evaluate(cfg_for(mine, out, policy="random", limit=3, overwrite=True))
+    assert fresh["complete"] and fresh["finished"] == 3
+    assert {r["instruction"].endswith("Then wait.") for r in episodes_file(out)} == {True}
+    # records of episodes that are not this run's (a stray shard file) are ignored
+    stray = dict(read_records(shard)[0], episode_id="999", scene_id="embedded:apt_00001")
+    with open(out / "results" / "shard-000-of-009.jsonl", "w") as fh:
+        fh.write(json.dumps(stray) + "\n")
+    merged = merge(out)
+    assert merged["finished"] == 3 and merged["expected"] == 3 and merged["complete"]
+    assert "999" not in {r["episode_id"] for r in episodes_file(out)}
+    # a directory with results but no run.json is refused (what made them is unknown)
+    (out / "run.json").unlink()
+    with pytest.raises(EvalError, match="results without a run.json"):
+        evaluate(cfg_for(mine, out, policy="random", limit=3))
+
+
+def test_backend_is_checked_before_the_first_episode(split, tmp_path, monkeypatch, capsys):
+    """MP3D scenes are never run on the embedded simulator; a missing habitat-sim is one line."""
+    monkeypatch.setitem(sys.modules, "habitat_sim", None)  # habitat-sim is not installed
+    eps = load_split(split, gt_path=gt_path_for(split))
+    mp3d = [dataclasses.replace(ep, scene_id="mp3d/zsNo4HB9uLZ/zsNo4HB9uLZ.glb") for ep in eps]
+    official = tmp_path / "val_unseen.json.gz"
+    save_split(official, mp3d, gt_path=gt_path_for(official))
+    out = tmp_path / "run"
+    with pytest.raises(EvalError, match="scene 'mp3d/zsNo4HB9uLZ/zsNo4HB9uLZ.glb' of "
+                       "val_unseen.json.gz cannot be loaded by the embedded backend .*use "
+                       "--backend habitat"):
+        evaluate(cfg_for(official, out, policy="random"))
+    for backend in ("auto", "habitat"):
+        with pytest.raises(EvalError, match="backend habitat: habitat-sim is not installed .*"
+                           "conda"):
+            evaluate(cfg_for(official, out, policy="random", backend=backend))
+    # the embedded episodes under auto: the embedded backend
+    data = evaluate(cfg_for(split, out, policy="random", backend="auto", limit=1))
+    assert data["settings"]["backend"] == "embedded"
+    assert main(["--policy", "random", "--split", str(official), "--backend", "habitat",
+                 "--output-dir", str(tmp_path / "h")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "habitat-sim is not installed" in err
+    assert not (tmp_path / "h").exists()
+
+
+def test_outcome_codes_and_degenerate_episodes(split, tmp_path, capsys):
+    """Exit 1 when an episode errored or none was scored; start-at-goal episodes are counted."""
+    eps = load_split(split, gt_path=gt_path_for(split))
+    at_goal = dataclasses.replace(eps[0], start_position=list(eps[0].goal_position))
+    broken = dataclasses.replace(eps[1], start_position=[500.0, 0.0, 500.0])
+    path = tmp_path / "odd.json.gz"
+    save_split(path, [at_goal, broken], gt_path=gt_path_for(path))
+    argv = ["--policy", "expert", "--split", str(path), "--output-dir", str(tmp_path / "a"),
+            "--set", "sim.render=false", "--no-progress"]
+    assert main(argv) == 1                                 # one episode errored
+    out = capsys.readouterr().out
+    assert "1 of 2 episodes scored, 1 errored" in out and "1 start at the goal" in out
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["summary"]["degenerate"] == {"start_at_goal": 1, "unreachable_goal": 0}
+    assert not metrics["complete"] and metrics["errors"] == 1
+    (record,) = [r for r in episodes_file(tmp_path / "a") if r["status"] == "ok"]
+    assert record["metrics"]["spl"] == record["metrics"]["sr"] == 1.0
+    save_split(path, [broken], gt_path=gt_path_for(path))
+    assert main([*argv[:5], str(tmp_path / "b"), *argv[6:]]) == 1  # none scored
+    assert main(["merge", "--output-dir", str(tmp_path / "b")]) == 1
+
+
+def test_interrupted_cli_run_keeps_partial_metrics(split, tmp_path, monkeypatch, capsys):
+    import sim_bridge.evaluate as ev
+
+    monkeypatch.setattr(ev, "build_policy", lambda spec, sim: InterruptAfterFirstEpisode())
+    out = tmp_path / "run"
+    argv = ["--policy", "random", "--split", str(split), "--output-dir", str(out),
+            "--set", "sim.render=false", "--no-progress"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"janus-vln eval: interrupted: 1 of 6 episodes finished, partial metrics "
+                       f"in {out / 'metrics.json'}; rerun the same command to resume")
+    assert json.loads((out / "metrics.json").read_text())["finished"] == 1
+    monkeypatch.undo()
+    assert main(argv) == 0 and merge(out)["complete"]
 
 
 class FlakyPolicy(Policy):
@@ -199,24 +320,30 @@ class FlakyPolicy(Policy):
 
 def test_bad_episodes_are_recorded_and_the_run_goes_on(split, tmp_path):
     eps = load_split(split, gt_path=gt_path_for(split))
-    eps[1] = dataclasses.replace(eps[1], scene_id="embedded:apt_x")     # the simulator refuses
+    eps[1] = dataclasses.replace(eps[1], start_position=[500.0, 0.0, 500.0])  # the sim refuses
     bad_split = tmp_path / "bad.json.gz"
     save_split(bad_split, eps, gt_path=gt_path_for(bad_split))
     flaky = eps[3].instruction
     out = tmp_path / "run"
     data = evaluate(cfg_for(bad_split, out, policy="random"), policy=FlakyPolicy(flaky))
     assert data["finished"] == 6 and data["summary"]["errors"] == 2
-    assert data["summary"]["episodes"] == 4
+    assert data["summary"]["episodes"] == 4 and data["scored"] == 4 and data["errors"] == 2
+    assert not data["complete"]                   # complete means every episode was scored
+    assert data["shard"] == {"episodes": 6, "scored": 4, "errors": 2}
+    md = (out / "metrics.md").read_text()
+    assert "4 of 6 episodes scored, 2 errored" in md and "(incomplete run)" in md
     by_id = {r["episode_id"]: r for r in episodes_file(out)}
-    assert "scene_id" in by_id[eps[1].episode_id]["error"]
+    assert "start_position" in by_id[eps[1].episode_id]["error"]
     assert by_id[eps[3].episode_id]["error"] == "RuntimeError: policy exploded"
     assert "Traceback" in by_id[eps[3].episode_id]["traceback"]
     # a plain restart keeps the errors; retry_errors runs them again (the flaky one now works)
     assert evaluate(cfg_for(bad_split, out, policy="random"))["summary"]["errors"] == 2
     cfg = cfg_for(bad_split, out, policy="random", retry_errors=True)
     data = evaluate(cfg)
-    assert data["summary"]["errors"] == 1 and data["finished"] == 6
-    assert read_records(out / "results" / "shard-000-of-001.jsonl")[-1]["status"] == "error"
+    assert data["summary"]["errors"] == 1 and data["finished"] == 6 and not data["complete"]
+    again = [r for r in read_records(out / "results" / "shard-000-of-001.jsonl")
+             if r["episode_id"] == eps[1].episode_id]
+    assert [r["status"] for r in again] == ["error", "error"]  # retried, and refused again
     assert {r["status"] for r in episodes_file(out) if r["episode_id"] == eps[3].episode_id} == {
         "ok"}
 
@@ -225,9 +352,12 @@ def test_release_configs():
     r2r = load_eval_config(REPO / "config" / "eval_r2r.yaml")
     rxr = load_eval_config(REPO / "config" / "eval_rxr.yaml")
     for c in (r2r, rxr):
-        assert (c.width, c.height, c.hfov_deg) == (640, 480, 79.0)
+        assert (c.width, c.height, c.hfov_deg) == (None, None, 79.0)  # the checkpoint's camera
         assert (c.forward_step, c.success_distance) == (0.25, 3.0)
-        assert (c.max_steps, c.force_stop_at) == (500, 400)
+        assert (c.max_steps, c.protocol, c.force_stop_at) == (500, "vlnce", None)
+        assert c.policy == ""                      # --policy is required
+    release = load_eval_config(REPO / "config" / "eval_r2r.yaml", protocol="release")
+    assert release.force_stop_at == 400
     # R2R-CE: JanusVLN's vln_r2r.yaml on habitat-lab's defaults; RxR-CE: VLN-CE's RxR task
     assert r2r.turn_angle == 15.0 and rxr.turn_angle == 30.0
     sim_fields = ("agent_height", "agent_radius", "camera_height", "allow_sliding", "depth_min",
@@ -240,20 +370,36 @@ def test_release_configs():
         load_eval_config(REPO / "config" / "eval_r2r.yaml", max_step=7)
 
 
-def test_cli_run_and_merge(split, tmp_path, caplog):
+def test_cli_run_and_merge(split, tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["--config", str(REPO / "config" / "eval_r2r.yaml"), "--policy", "expert",
             "--split", str(split), "--backend", "embedded", "--output-dir", str(out),
             "--limit", "2", "--set", "sim.render=false", "--no-progress"]
     assert main(argv) == 0
-    assert json.loads((out / "run.json").read_text())["settings"]["force_stop_at"] == 400
+    printed = capsys.readouterr()
+    assert "| 2 |" in printed.out and "Protocol: vlnce (VLN-CE" in printed.out
+    assert "| 2 |" not in printed.err           # the table on stdout, the logs on stderr
+    run = json.loads((out / "run.json").read_text())
+    assert run["settings"]["protocol"] == "vlnce" and run["settings"]["force_stop_at"] is None
+    assert (run["settings"]["width"], run["settings"]["height"]) == (640, 480)
     assert main(["merge", "--output-dir", str(out)]) == 0
     assert merge_main(["--output-dir", str(out)]) == 0
-    assert json.loads((out / "metrics.json").read_text())["summary"]["metrics"]["sr"] == 1.0
-    assert main(["--split", str(tmp_path / "missing.json.gz"), "--output-dir",
-                 str(tmp_path / "x")]) == 1
-    assert "does not exist" in caplog.text
-    assert main(["merge", "--output-dir", str(tmp_path / "nothing")]) == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["summary"]["metrics"]["sr"] == 1.0
+    assert metrics["protocol"].startswith("vlnce (VLN-CE: episodes end at STOP or after "
+                                          "500 actions, no forced STOP")
+    assert "Protocol: vlnce (VLN-CE" in (out / "metrics.md").read_text()
+    assert "Degenerate episodes: 0 start at the goal" in (out / "metrics.md").read_text()
+    capsys.readouterr()
+    assert main(["--policy", "random", "--split", str(tmp_path / "missing.json.gz"),
+                 "--output-dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("janus-vln eval: error: ") and "does not exist" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+    assert main(["merge", "--output-dir", str(tmp_path / "nothing")]) == 2
+    # eval without a policy is an error, not a silent baseline
+    assert main(["--split", str(split), "--output-dir", str(tmp_path / "y")]) == 2
+    assert "no policy: give --policy" in capsys.readouterr().err
 
 
 def test_video_of_an_episode(split, tmp_path):
@@ -285,8 +431,9 @@ def test_rxr_split_language_filter_and_gt(split, tmp_path):
 
 def test_janusvln_tiny_end_to_end(split, tmp_path):
     pytest.importorskip("janus_core.factory", reason="janus_core.factory (build_policy) missing")
-    with pytest.raises(EvalError, match="expects 640x480 frames"):
+    with pytest.raises(EvalError, match="was trained on 640x480 frames, but 64x48"):
         evaluate(cfg_for(split, tmp_path / "small", policy="tiny", limit=1, width=64, height=48))
+    assert not (tmp_path / "small").exists()       # refused before the run directory exists
     cfg = cfg_for(split, tmp_path, policy="tiny", limit=1, max_steps=3,
                   sim={"furniture": "shapes"})
     data = evaluate(cfg)
@@ -314,22 +461,26 @@ class InterruptAfterFirstEpisode(EpisodeSeededRandomPolicy):
         return super().act(observation)
 
 
-def test_missing_checkpoint_and_empty_split_are_clear_errors(split, tmp_path, caplog):
+def test_missing_checkpoint_and_empty_split_are_clear_errors(split, tmp_path, capsys):
     missing = tmp_path / "checkpoints" / "janus_missing"
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        evaluate(cfg_for(split, out, policy=str(missing)), policy=InterruptAfterFirstEpisode())
+        evaluate(cfg_for(split, out, policy="random"), policy=InterruptAfterFirstEpisode())
     shard_file = out / "results" / "shard-000-of-001.jsonl"
     before = read_records(shard_file)
     assert len(before) == 1
-    # resuming once the checkpoint is gone: a clear error, the finished episode is kept
-    with pytest.raises(EvalError, match=r"checkpoint directory .*janus_missing does not exist"):
+    # a checkpoint that is not there: a clear error before anything runs, the run is kept
+    with pytest.raises(EvalError, match=r"janus_missing'?: no such checkpoint folder"):
         evaluate(cfg_for(split, out, policy=str(missing)))
     assert read_records(shard_file) == before
     argv = ["--policy", str(missing), "--split", str(split), "--output-dir", str(out),
             "--set", "sim.render=false", "--no-progress"]
-    assert main(argv) == 1 and "janus_missing does not exist" in caplog.text
+    assert main(argv) == 2 and "no such checkpoint folder" in capsys.readouterr().err
     assert read_records(shard_file) == before
+    empty_dir = tmp_path / "empty_ckpt"
+    empty_dir.mkdir()
+    with pytest.raises(EvalError, match="not a checkpoint folder"):
+        evaluate(cfg_for(split, tmp_path / "e1", policy=str(empty_dir)))
     with pytest.raises(EvalError, match="unknown preset 'no_such_preset'"):
         evaluate(cfg_for(split, tmp_path / "p", policy="no_such_preset"))
     # an empty split
@@ -340,9 +491,10 @@ def test_missing_checkpoint_and_empty_split_are_clear_errors(split, tmp_path, ca
 
 
 def test_refused_episodes_name_the_file_episode_and_field(split, tmp_path):
-    """An unknown scene id and a start inside a wall: the run records an error naming the
-    episode file, the episode and the field, and goes on."""
-    from sim_bridge.simulator import SimConfig, make_simulator
+    """A start inside a wall: the run records an error naming the episode file, the episode and
+    the field, and goes on. An unknown scene id is refused before the first episode."""
+    from sim_bridge.backends import make_simulator
+    from sim_bridge.simulator import SimConfig
 
     eps = load_split(split)
     sim = make_simulator(SimConfig(render=False))
@@ -356,16 +508,19 @@ def test_refused_episodes_name_the_file_episode_and_field(split, tmp_path):
         inside = [x, 0.0, z]  # the middle of an interior wall
     finally:
         sim.close()
-    eps[1] = dataclasses.replace(eps[1], scene_id="embedded:apt_nope")
     eps[2] = dataclasses.replace(eps[2], start_position=inside)
     bad_split = tmp_path / "refused.json.gz"
     save_split(bad_split, eps)
     out = tmp_path / "run"
     data = evaluate(cfg_for(bad_split, out, policy="random", max_steps=5))
-    assert data["summary"]["errors"] == 2
+    assert data["summary"]["errors"] == 1
     by_id = {r["episode_id"]: r for r in episodes_file(out)}
-    unknown, wall_start = by_id[eps[1].episode_id]["error"], by_id[eps[2].episode_id]["error"]
-    assert f"{bad_split}: episode {eps[1].episode_id}: field scene_id 'embedded:apt_nope'" in (
-        unknown)
+    wall_start = by_id[eps[2].episode_id]["error"]
     assert f"{bad_split}: episode {eps[2].episode_id}: field start_position" in wall_start
     assert "inside a wall" in wall_start
+    eps[1] = dataclasses.replace(eps[1], scene_id="embedded:apt_nope")
+    save_split(tmp_path / "unknown.json.gz", eps)
+    with pytest.raises(EvalError, match="scene 'embedded:apt_nope' of unknown.json.gz cannot be "
+                       "loaded by the embedded backend .*no backend loads it"):
+        evaluate(cfg_for(tmp_path / "unknown.json.gz", tmp_path / "run2", policy="random"))
+    assert not (tmp_path / "run2").exists()

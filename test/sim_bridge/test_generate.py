@@ -126,7 +126,8 @@ def test_official_layout_and_gt(dataset):
 
 def test_episodes_are_valid_expert_routes(dataset):
     out, paths = dataset
-    from sim_bridge.simulator import SimConfig, make_simulator
+    from sim_bridge.backends import make_simulator
+    from sim_bridge.simulator import SimConfig
 
     sim = make_simulator(SimConfig(render=False))
     try:
@@ -183,8 +184,9 @@ def test_geodesic_reference_path_and_expert_path_agree(dataset):
     0.0086) + 2 cells per bend (as in test_navgrid.test_expert_reaches_random_goals).
     """
     out, paths = dataset
+    from sim_bridge.backends import make_simulator
     from sim_bridge.navgrid import PATH_SLACK
-    from sim_bridge.simulator import SimConfig, make_simulator
+    from sim_bridge.simulator import SimConfig
 
     sim = make_simulator(SimConfig(render=False))
     fmm = 0.025
@@ -249,4 +251,9 @@ def test_cli_rxr_and_determinism(tmp_path):
     assert e1.language == "en-US" and e1.instruction_id == "1"
     assert e1.trajectory_id == e2.trajectory_id      # two instructions for one path
     assert e1.start_position == e2.start_position
-    assert main(["--out", str(tmp_path / "c"), "--splits", "bad"]) == 1
+    assert main(["--out", str(tmp_path / "c"), "--splits", "bad"]) == 2
+    # an existing split is kept unless --force (evaluations may be tied to it)
+    assert main(["--out", str(tmp_path / "a"), *args]) == 2
+    assert a.read_bytes() == b.read_bytes()
+    assert main(["--out", str(tmp_path / "a"), *args[:3], "6", *args[4:], "--force"]) == 0
+    assert a.read_bytes() != b.read_bytes()

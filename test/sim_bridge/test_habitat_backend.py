@@ -29,12 +29,12 @@ import sim_bridge.habitat_backend as hb
 import sim_bridge.habitat_worker as hw
 from janus_core.actions import Action
 from janus_core.interface import Policy, StepResult
+from sim_bridge.backends import make_simulator
 from sim_bridge.episodes import Episode, Goal, save_split
 from sim_bridge.evaluate import EvalConfig, evaluate
 from sim_bridge.simulator import (
     BackendUnavailableError,
     SimConfig,
-    make_simulator,
     yaw_to_quaternion,
 )
 

@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 
 from janus_core.actions import Action
+from sim_bridge.backends import make_simulator
 from sim_bridge.evaluate import EvalConfig, run_episode
 from sim_bridge.expert import ExpertPolicy
 from sim_bridge.generate import GenerateConfig, generate_scene_episodes
 from sim_bridge.scene import load_scene
 from sim_bridge.scene_export import export_glb
-from sim_bridge.simulator import SimConfig, make_simulator
+from sim_bridge.simulator import SimConfig
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("JANUS_HABITAT_PYTHON"),

@@ -6,7 +6,7 @@ from fake_nav_sim import FakeSim, make_episodes
 
 from janus_core.actions import Action
 from sim_bridge.episodes import save_split
-from training.annotations import load_annotations
+from training.annotations import load_annotations, read_shards
 from training.collect import CollectConfig, CollectError, collect, load_collect_config, main
 from training.distributed import DistInfo
 
@@ -132,9 +132,30 @@ def test_config_errors(tmp_path):
         collect(CollectConfig(output_dir=str(tmp_path)), sim=FakeSim())
 
 
-def test_cli_errors_are_reported(caplog, tmp_path):
+def test_cli_errors_are_reported(capsys, tmp_path):
     assert main(["--merge-only"]) == 2
-    assert "merge-only needs --output-dir" in caplog.text
+    assert "janus-vln collect: error: --merge-only needs --output-dir" in capsys.readouterr().err
     assert main(["--split", str(tmp_path / "missing.json.gz"), "--output-dir",
                  str(tmp_path / "o")]) == 2
-    assert "missing.json.gz" in caplog.text
+    assert "missing.json.gz" in capsys.readouterr().err
+
+
+def test_a_record_torn_by_a_crash_is_recovered(split, tmp_path):
+    """A crash mid-append leaves a last line without its newline: the next run cuts it instead
+    of gluing its own record onto it (that episode is already in annotations.json here)."""
+    out = tmp_path / "out"
+    cfg = CollectConfig(split=str(split), output_dir=str(out), progress=False, limit=2)
+    collect(cfg, sim=FakeSim())
+    shard = out / "annotations.rank0.jsonl"
+    lines = shard.read_text().splitlines(keepends=True)
+    shard.write_text(lines[0] + lines[1][: len(lines[1]) // 2])  # episode 2's record torn
+    counts = collect(CollectConfig(split=str(split), output_dir=str(out), progress=False),
+                     sim=FakeSim())
+    assert counts["skipped"] == 2 and counts["kept"] == 1 and counts["total"] == 3
+    assert [json.loads(x)["id"] for x in shard.read_text().splitlines()] == [
+        "scene_a_r2r_000001", "scene_a_r2r_000003"]
+    assert len(load_annotations(out).trajectories) == 3
+    # a file already damaged by an older writer (a record glued onto a torn one) still merges
+    first, second = shard.read_text().splitlines()[:2]
+    shard.write_text(first[:30] + second + "\n")
+    assert [t.name for t in read_shards(out)] == ["scene_a_r2r_000003"]

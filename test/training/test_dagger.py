@@ -113,7 +113,7 @@ def straight_split(tmp_path):
     return path
 
 
-def test_collect_round_keeps_by_rule(split, straight_split, tmp_path):
+def test_collect_round_keeps_by_rule(split, straight_split, tmp_path, caplog):
     cfg = DaggerConfig(policy="x", split=str(split), output_dir=str(tmp_path), progress=False)
     stats = collect_round(cfg, Scripted(S), tmp_path / "r1", 1, sim=FakeSim())
     assert stats["kept"] == 3 and stats["model_failed"] == 3
@@ -125,8 +125,10 @@ def test_collect_round_keeps_by_rule(split, straight_split, tmp_path):
     # good driver: nothing kept, rejections recorded so a rerun skips them
     sim = FakeSim()
     cfg.split = str(straight_split)
-    stats = collect_round(cfg, ExpertLike(sim), tmp_path / "r2", 2, sim=sim)
+    with caplog.at_level("WARNING"):
+        stats = collect_round(cfg, ExpertLike(sim), tmp_path / "r2", 2, sim=sim)
     assert stats["kept"] == 0 and stats["rejected"] == 3
+    assert "DAgger round 2 kept no rollout (3 rejected by the filter" in caplog.text
     again = collect_round(cfg, ExpertLike(sim), tmp_path / "r2", 2, sim=sim)
     assert again["skipped"] == 3
 

@@ -15,6 +15,7 @@ from training.sft import (
     main,
     parameter_role,
     run_sft,
+    training_arguments,
 )
 
 
@@ -204,7 +205,23 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_set):
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
 
 
-def test_cli_reports_bad_annotations(tmp_path, caplog):
+def test_numbers_and_set_errors(tmp_path, capsys):
+    """``2e-5`` in YAML and ``--set max_grad_norm=5e-1`` are numbers; a bad --set names the flag."""
+    config = tmp_path / "lr.yaml"
+    config.write_text("model: tiny\nlearning_rate: 2e-5\nmerger_lr: 1e-5\nbf16: false\n"
+                      "use_cpu: true\n")
+    cfg = load_train_config(config, max_grad_norm=0.5)
+    assert (cfg.learning_rate, cfg.merger_lr) == (2e-5, 1e-5)
+    assert training_arguments(cfg).max_grad_norm == 0.5
+    for item, says in (("learning_rat=1e-5", "--set learning_rat=1e-5: unknown setting"),
+                       ("max_grad_norm=big", "--set max_grad_norm=big: max_grad_norm: expected "
+                                             "a number, got 'big'")):
+        assert main(["--config", str(config), "--set", item]) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"janus-vln train: error: {says}"), line
+
+
+def test_cli_reports_bad_annotations(tmp_path, capsys):
     import json as _json
 
     bad = tmp_path / "bad"
@@ -212,4 +229,5 @@ def test_cli_reports_bad_annotations(tmp_path, caplog):
     (bad / "annotations.json").write_text(_json.dumps(
         [{"id": 0, "video": "images/t", "instructions": ["go"], "actions": [-1, 9]}]))
     assert main(["--data", str(bad), "--output-dir", str(tmp_path / "o")]) == 2
-    assert "actions[1]" in caplog.text and "unknown action 9" in caplog.text
+    err = capsys.readouterr().err
+    assert "actions[1]" in err and "unknown action 9" in err
