@@ -271,9 +271,15 @@ class StreamingPolicy(JanusVLNPolicy):
             )
         self.cfg = cfg
         self.options = options if options is not None else cfg.streaming
-        self.static = self.options.static_shapes or self.options.cuda_graphs
+        # cuda_graphs (the default) takes the fixed-shape path on CUDA only; a CPU runs the
+        # plain eager step, which is faster there (no padding to buckets, no full-buffer masks)
+        graphs = self.options.cuda_graphs and model.device.type == "cuda"
+        if graphs and model.vggt is not None and not self.options.lean_vggt:
+            log.warning("streaming.cuda_graphs needs lean_vggt; running the eager step")
+            graphs = False
+        self.static = self.options.static_shapes or graphs
         if self.static and model.vggt is not None and not self.options.lean_vggt:
-            raise ValueError("streaming.static_shapes / cuda_graphs need streaming.lean_vggt")
+            raise ValueError("streaming.static_shapes needs streaming.lean_vggt")
         if self.options.quantize != "none":
             from janus_core.quantize import quantize_model
 
@@ -310,10 +316,7 @@ class StreamingPolicy(JanusVLNPolicy):
                 self._attention = GROUPED_ATTENTION
             else:
                 log.warning("llm_attention 'grouped' falls back to 'repeat' on this device")
-        self.graphs = StageGraphs(device, enabled=self.options.cuda_graphs,
-                                  retry_context=_sdpa_without_cudnn)
-        if self.options.cuda_graphs and device.type != "cuda":
-            log.info("cuda_graphs: no CUDA device, the fixed-shape stages run eagerly")
+        self.graphs = StageGraphs(device, enabled=graphs, retry_context=_sdpa_without_cudnn)
         self._vit_step: StaticViT | None = None
         self._vggt_step: StaticVGGTStep | None = None
         self._llm_step: StaticLLMStep | None = None

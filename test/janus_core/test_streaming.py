@@ -228,7 +228,9 @@ def test_static_shapes_give_todays_streaming_scores_over_episodes(preset_geometr
     model = _sharpened(cfg, seed=5)
     proc = JanusProcessor(cfg, tokenizer_for(cfg))
     today = StreamingPolicy(model, proc)
-    static = StreamingPolicy(model, proc, dataclasses.replace(cfg.streaming, cuda_graphs=True))
+    assert today.options.cuda_graphs  # the default, but a CPU runs the plain eager step
+    assert type(today.semantic_cache).__name__ == "SemanticCache"
+    static = StreamingPolicy(model, proc, dataclasses.replace(cfg.streaming, static_shapes=True))
     assert type(static.semantic_cache).__name__ == "StaticSemanticCache"
     episodes = [(INSTRUCTION, 8 if preset_geometry else 12),
                 (INSTRUCTION + " then turn around and walk back to the stairs " * 3, 8)]
@@ -255,7 +257,7 @@ def test_static_shapes_give_todays_streaming_scores_over_episodes(preset_geometr
 def test_static_shapes_need_lean_vggt():
     with pytest.raises(ConfigError, match="lean_vggt"):
         small_cfg().replace(streaming=dataclasses.replace(
-            small_cfg().streaming, cuda_graphs=True, lean_vggt=False))
+            small_cfg().streaming, static_shapes=True, lean_vggt=False))
     cfg = small_cfg(mode="streaming")
     model = build_model(cfg, device="cpu")
     options = dataclasses.replace(cfg.streaming, lean_vggt=False)
