@@ -270,7 +270,11 @@ def run_call(cfg: RecipeConfig, state: Path | None, work: Path, out: Path) -> di
 
 
 def export(state: Path, out: Path, cfg: RecipeConfig) -> Path:
-    """Write the checkpoint (release layout, bf16) of ``state`` to ``out`` with its curve."""
+    """Write the checkpoint (release layout, bf16) of ``state`` and the state to go on from.
+
+    ``out/train_state`` keeps the optimizer, step, RNG, tokenizer and curve (the weights are the
+    checkpoint's), so a later session continues with ``--state out/train_state``.
+    """
     from janus_core.model import build_model
     from janus_core.tokenizer import load_tokenizer
     from training.traj_sft import ModelTrainer, save_trained
@@ -281,10 +285,14 @@ def export(state: Path, out: Path, cfg: RecipeConfig) -> Path:
     model = build_model(mcfg, device="cpu", dtype=torch.float32)
     trainer = ModelTrainer("full", model, JanusProcessor(mcfg, tokenizer),
                            _sft_settings(cfg.sft, 0.0))
-    load_state(trainer, state)
+    rng, extra = load_state(trainer, state)
     path = save_trained(trainer.model, tokenizer, out)
-    if (state / CURVE).exists():
-        shutil.copy(state / CURVE, out / CURVE)
+    kept = out / "train_state"
+    if kept.resolve() != Path(state).resolve():
+        save_state(trainer, rng, kept, extra=extra, moment_dtype=torch.bfloat16,
+                   weights_in_checkpoint=True)
+        if (state / CURVE).exists():
+            shutil.copy(state / CURVE, kept / CURVE)
     return path
 
 

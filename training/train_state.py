@@ -46,10 +46,10 @@ def has_state(path: str | Path) -> bool:
     return (Path(path) / STATE_JSON).is_file()
 
 
-def _tensors(trainer: Any, weight_dtype: torch.dtype,
-             moment_dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _tensors(trainer: Any, weight_dtype: torch.dtype, moment_dtype: torch.dtype,
+             weights: bool) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
-    for name, p in trainer.model.state_dict().items():
+    for name, p in trainer.model.state_dict().items() if weights else ():
         out[f"model.{name}"] = p.detach().to("cpu", weight_dtype).contiguous()
     if trainer.aux_head is not None:
         for name, p in trainer.aux_head.state_dict().items():
@@ -67,13 +67,18 @@ def save_state(trainer: Any, rng: np.random.Generator, path: str | Path,
                extra: dict[str, Any] | None = None,
                weight_dtype: torch.dtype = torch.float32,
                moment_dtype: torch.dtype = torch.float32,
-               shard_bytes: int = 15_000_000) -> Path:
-    """Write ``trainer``'s full state (module docstring) and ``extra`` (JSON) to ``path``."""
+               shard_bytes: int = 15_000_000, weights_in_checkpoint: bool = False) -> Path:
+    """Write ``trainer``'s full state (module docstring) and ``extra`` (JSON) to ``path``.
+
+    ``weights_in_checkpoint``: leave the model's weights out; they are read back from the
+    release-layout checkpoint in ``path``'s parent folder (the shipped model, whose bf16 weights
+    would otherwise be committed twice).
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     for old in path.glob("state-*-of-*.safetensors"):
         old.unlink()
-    tensors = _tensors(trainer, weight_dtype, moment_dtype)
+    tensors = _tensors(trainer, weight_dtype, moment_dtype, not weights_in_checkpoint)
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for name, t in tensors.items():
@@ -99,6 +104,7 @@ def save_state(trainer: Any, rng: np.random.Generator, path: str | Path,
         "total_steps": trainer.total_steps,
         "weight_dtype": str(weight_dtype).removeprefix("torch."),
         "moment_dtype": str(moment_dtype).removeprefix("torch."),
+        "weights": "checkpoint" if weights_in_checkpoint else "state",
         "param_groups": groups,
         "optim_scalars": {str(i): {k: v for k, v in st.items() if not torch.is_tensor(v)}
                           for i, st in opt["state"].items()},
@@ -162,7 +168,16 @@ def load_state(trainer: Any, path: str | Path) -> tuple[np.random.Generator, dic
         raise StateError(f"{path}: saved for another model configuration (differs in {diff})")
     tensors = load_tensors(path, meta)
     device = trainer.model.device
-    model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    if meta.get("weights") == "checkpoint":  # the shipped checkpoint beside the state
+        from janus_core.checkpoint import CheckpointError, load_model
+
+        try:
+            model_sd = load_model(Path(path).parent, device="cpu").state_dict()
+        except (CheckpointError, OSError, ValueError) as err:
+            raise StateError(f"{path}: the weights come from the checkpoint in "
+                             f"{Path(path).parent}, which does not load ({err})") from None
+    else:
+        model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     _load_module(trainer.model, model_sd, path, "model")
     if trainer.aux_head is not None:
         aux = {k[len("aux."):]: v for k, v in tensors.items() if k.startswith("aux.")}

@@ -39,7 +39,17 @@ def test_two_calls_continue_one_schedule(tmp_path, one_thread):
     out = tmp_path / "ckpt"
     assert main(["export", "--config", "config/recipe_tiny.yaml", "--state",
                  str(tmp_path / "b" / "state"), "--out-dir", str(out)]) == 0
-    assert (out / "model.safetensors").exists() and (out / "curve.jsonl").exists()
+    assert (out / "model.safetensors").exists()
+    kept = read_meta(out / "train_state")
+    assert kept["weights"] == "checkpoint" and kept["step"] == 6
+    assert (out / "train_state" / "curve.jsonl").exists()
+    # a later session continues from the shipped checkpoint + the kept state
+    assert main(TINY + ["--work-dir", str(work), "--out-dir", str(tmp_path / "c"),
+                        "--state", str(out / "train_state"), "--set", "sft={learning_rate: "
+                        "3.0e-3, warmup_steps: 2, trajectories_per_step: 2, "
+                        "samples_per_trajectory: 8, steps: 8, log_every: 1, vggt_chunk: 4, "
+                        "aux_weight: 0.5}", "--set", "sr_episodes=0"]) == 0
+    assert read_meta(tmp_path / "c" / "state")["step"] == 8
 
 
 def test_a_state_of_another_model_is_one_line(tmp_path, caplog):
