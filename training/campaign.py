@@ -137,7 +137,9 @@ def closed_loop(pool: WorkerPool, cfg: RecipeConfig, checkpoint: Path, split: Pa
 
 def profile_busy(trainer: Any, bank: Any, pool_ids: Sequence[int], rng: np.random.Generator,
                  k: int, steps: int = 4) -> dict[str, float]:
-    """Wall time per step and the share of it the GPU is busy (kernel time), over ``steps``.
+    """Wall time per step and the share of it the GPU is busy, over ``steps``.
+
+    Busy: the union of the CUDA activity intervals (kernels, copies, sets) the profiler saw.
 
     These steps are real training steps (they advance the state like any other).
     """
@@ -153,12 +155,24 @@ def profile_busy(trainer: Any, bank: Any, pool_ids: Sequence[int], rng: np.rando
             trainer.train_step(bank, chosen, rng)
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
-    busy_us = 0.0  # every kernel's own device time, once
-    for evt in prof.key_averages():
-        busy_us += getattr(evt, "self_device_time_total", None) or getattr(
-            evt, "self_cuda_time_total", 0.0)
+    cuda = torch.autograd.DeviceType.CUDA
+    spans = sorted((_ns(e, "start"), _ns(e, "end"))
+                   for e in prof.profiler.kineto_results.events() if e.device_type() == cuda)
+    busy_ns, end = 0, None  # the union of kernel / memcpy / memset intervals
+    for lo, hi in spans:
+        if end is None or lo > end:
+            busy_ns += hi - lo
+            end = hi
+        elif hi > end:
+            busy_ns += hi - end
+            end = hi
     return {"profiled_steps": steps, "wall_s_per_step": wall / steps,
-            "gpu_busy_fraction": min(1.0, busy_us / 1e6 / wall)}
+            "gpu_busy_fraction": busy_ns / 1e9 / wall}
+
+
+def _ns(event: Any, which: str) -> int:
+    getter = getattr(event, f"{which}_ns", None)  # older kineto events have only *_us
+    return int(getter()) if getter is not None else int(getattr(event, f"{which}_us")() * 1000)
 
 
 def run_call(cfg: RecipeConfig, state: Path | None, work: Path, out: Path) -> dict[str, Any]:
