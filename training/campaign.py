@@ -272,11 +272,16 @@ def run_call(cfg: RecipeConfig, state: Path | None, work: Path, out: Path) -> di
             torch.cuda.empty_cache()
         if cfg.sr_episodes > 0:
             deadline = None if clock.end is None else clock.end - 10
-            row["closed_loop"] = closed_loop(pool, cfg, ckpt, heldout,
-                                             work / "eval" / f"heldout-step{trainer.step_count}",
-                                             deadline)
-            log.info("closed loop on %d held-out episodes: %s", cfg.sr_episodes,
-                     {k2: row["closed_loop"]["metrics"].get(k2) for k2 in ("sr", "spl", "ne")})
+            try:  # the state is saved: a failing evaluation costs this row's SR, nothing else
+                row["closed_loop"] = closed_loop(
+                    pool, cfg, ckpt, heldout, work / "eval" / f"heldout-step{trainer.step_count}",
+                    deadline)
+                log.info("closed loop on %d held-out episodes: %s", cfg.sr_episodes,
+                         {k2: row["closed_loop"]["metrics"].get(k2) for k2 in ("sr", "spl", "ne")})
+            except Exception as err:  # noqa: BLE001 - recorded in the curve, then go on
+                log.error("closed loop failed (%s: %s); the curve row has no SR",
+                          type(err).__name__, err)
+                row["closed_loop"] = {"error": f"{type(err).__name__}: {err}"}
     row["call_s"] = round(clock.elapsed(), 1)
     curve.append(row)
     (state_out / CURVE).write_text("".join(json.dumps(r, default=str) + "\n" for r in curve))
