@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 
 from janus_core.actions import Action
@@ -118,79 +119,88 @@ class MotionLimits:
 
 @dataclasses.dataclass(frozen=True)
 class TrapezoidProfile:
-    """Speed over time that covers ``distance`` from rest to rest.
+    """Speed over time that covers ``distance`` from ``start_speed`` to rest.
 
-    Accelerates at ``acceleration`` up to ``max_speed``, cruises, and decelerates symmetrically;
-    when the distance is too short to reach ``max_speed`` the profile is a triangle. An
-    acceleration of 0 means an instantaneous step (a rectangle). All quantities are magnitudes.
+    Changes speed at ``acceleration`` towards ``max_speed`` (up from rest or from a slower start,
+    down from a faster one), cruises, and decelerates at ``acceleration`` to a stop; when the
+    distance is too short to reach ``max_speed`` the profile is a triangle. An acceleration of 0
+    means instantaneous speed changes (a rectangle at ``max_speed``). A start speed too high to
+    stop within ``distance`` at ``acceleration`` decelerates harder, just enough to stop there
+    (the only case where the profile exceeds its acceleration). All quantities are magnitudes.
     """
 
     distance: float
     max_speed: float
     acceleration: float
+    start_speed: float = 0.0
 
     def __post_init__(self):
-        if self.distance < 0.0 or self.max_speed <= 0.0 or self.acceleration < 0.0:
+        if (self.distance < 0.0 or self.max_speed <= 0.0 or self.acceleration < 0.0
+                or self.start_speed < 0.0):
             raise MotionError(
-                f"profile needs distance >= 0, max_speed > 0, acceleration >= 0; got {self}"
+                "profile needs distance >= 0, max_speed > 0, acceleration >= 0, start_speed >= 0;"
+                f" got {self}"
             )
+
+    @functools.cached_property
+    def _phases(self) -> tuple[float, float, float, float, float, float]:
+        """``(t1, t2, t3, peak, a1, a3)``: change to ``peak`` at signed rate ``a1`` for t1 s,
+        cruise t2 s, stop at rate ``a3`` over t3 s."""
+        d, vmax, a, v0 = self.distance, self.max_speed, self.acceleration, self.start_speed
+        if d == 0.0:
+            return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        if a == 0.0:
+            return 0.0, d / vmax, 0.0, vmax, 0.0, 0.0
+        if v0 * v0 / (2.0 * a) >= d:  # cannot stop within d at a: stop exactly at d
+            return 0.0, 0.0, 2.0 * d / v0, v0, 0.0, v0 * v0 / (2.0 * d)
+        peak = min(vmax, math.sqrt((2.0 * a * d + v0 * v0) / 2.0))
+        t1 = abs(peak - v0) / a
+        d1 = abs(peak * peak - v0 * v0) / (2.0 * a)
+        d3 = peak * peak / (2.0 * a)
+        t2 = max(0.0, d - d1 - d3) / peak
+        return t1, t2, peak / a, peak, math.copysign(a, peak - v0), a
 
     @property
     def ramp_time(self) -> float:
-        """Seconds spent accelerating (equal to the time spent decelerating)."""
-        if self.acceleration == 0.0 or self.distance == 0.0:
-            return 0.0
-        full = self.max_speed / self.acceleration
-        if self.acceleration * full * full >= self.distance:  # triangle: never reaches max_speed
-            return math.sqrt(self.distance / self.acceleration)
-        return full
+        """Seconds spent decelerating to rest (also the acceleration time from rest)."""
+        return self._phases[2]
 
     @property
     def peak_speed(self) -> float:
-        """The highest speed reached."""
-        if self.distance == 0.0:
-            return 0.0
-        if self.acceleration == 0.0:
-            return self.max_speed
-        return self.acceleration * self.ramp_time
+        """The highest speed reached after the start."""
+        return self._phases[3]
 
     @property
     def duration(self) -> float:
         """Total time from start to standstill."""
-        if self.distance == 0.0:
-            return 0.0
-        ramp = self.ramp_time
-        ramp_distance = self.acceleration * ramp * ramp  # both ramps together
-        return 2.0 * ramp + (self.distance - ramp_distance) / self.peak_speed
+        t1, t2, t3 = self._phases[:3]
+        return t1 + t2 + t3
 
     def velocity(self, t: float) -> float:
         """Speed at time ``t`` (0 outside the profile)."""
-        duration = self.duration
-        if t < 0.0 or t >= duration:
+        t1, t2, t3, peak, a1, a3 = self._phases
+        if t < 0.0 or t >= t1 + t2 + t3:
             return 0.0
-        ramp = self.ramp_time
-        if ramp == 0.0:
-            return self.peak_speed
-        if t < ramp:
-            return self.acceleration * t
-        if t > duration - ramp:
-            return self.acceleration * (duration - t)
-        return self.peak_speed
+        if t < t1:
+            return self.start_speed + a1 * t
+        if t < t1 + t2 or t3 == 0.0:
+            return peak
+        return max(0.0, peak - a3 * (t - t1 - t2))
 
     def position(self, t: float) -> float:
         """Distance covered by time ``t`` (clamped to [0, distance])."""
-        duration = self.duration
+        t1, t2, t3, peak, a1, a3 = self._phases
         if t <= 0.0:
             return 0.0
-        if t >= duration:
+        if t >= t1 + t2 + t3:
             return self.distance
-        ramp, a, peak = self.ramp_time, self.acceleration, self.peak_speed
-        if t < ramp:
-            return 0.5 * a * t * t
-        if t <= duration - ramp:
-            return 0.5 * a * ramp * ramp + peak * (t - ramp)
-        left = duration - t
-        return self.distance - 0.5 * a * left * left
+        if t < t1:
+            return self.start_speed * t + 0.5 * a1 * t * t
+        d1 = self.start_speed * t1 + 0.5 * a1 * t1 * t1
+        if t <= t1 + t2:
+            return d1 + peak * (t - t1)
+        left = t1 + t2 + t3 - t
+        return self.distance - 0.5 * a3 * left * left
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +254,12 @@ class MotionOutcome(enum.Enum):
 
 
 class TimedFollower:
-    """Open-loop execution of a segment's profile, one command per control interval ``dt``."""
+    """Open-loop execution of a segment's profile, one command per control interval ``dt``.
+
+    :meth:`extend` adds distance in the same direction without stopping and :meth:`brake` turns
+    the rest of the motion into a stop at the configured deceleration; both re-plan from the
+    next control tick, so the commands still integrate exactly to the distance covered.
+    """
 
     closed_loop = False
 
@@ -253,6 +268,11 @@ class TimedFollower:
             raise MotionError(f"control interval must be > 0, got {dt!r}")
         self.segment = segment
         self.dt = dt
+        self.profile = segment.profile
+        self.target = segment.target  # total distance, extensions included
+        self._origin = 0.0  # follower time at which self.profile starts
+        self._base = 0.0  # distance covered before self.profile started
+        self._next_t = 0.0  # time of the next command
 
     def update(self, t: float, pose: Pose2D | None = None) -> tuple[Velocity, MotionOutcome]:
         """Command for the interval starting ``t`` seconds into the segment.
@@ -260,12 +280,45 @@ class TimedFollower:
         The speed is the profile's average over [t, t + dt]; past the end of the profile the
         command is zero and the outcome DONE. ``pose`` is ignored.
         """
-        profile = self.segment.profile
-        if t >= profile.duration - 1e-9:
+        self._next_t = t + self.dt
+        local = t - self._origin
+        profile = self.profile
+        if local >= profile.duration - 1e-9:
             return ZERO, MotionOutcome.DONE
-        start = max(t, 0.0)
+        start = max(local, 0.0)
         covered = profile.position(start + self.dt) - profile.position(start)
         return self.segment.velocity(covered / self.dt), MotionOutcome.RUNNING
+
+    @property
+    def progress(self) -> float:
+        """Distance the commands sent so far integrate to."""
+        return self._base + self.profile.position(self._next_t - self._origin)
+
+    def time_left(self) -> float:
+        """Seconds until the motion ends as planned."""
+        return max(0.0, self.profile.duration - (self._next_t - self._origin))
+
+    def _replan(self, distance: float) -> None:
+        local = self._next_t - self._origin
+        covered = self.profile.position(local)
+        speed = self.profile.velocity(local)
+        old = self.profile
+        self._base += covered
+        self._origin = self._next_t
+        self.profile = TrapezoidProfile(distance, old.max_speed, old.acceleration, speed)
+
+    def extend(self, distance: float) -> None:
+        """Go ``distance`` further in the same direction, without stopping in between."""
+        remaining = self.profile.distance - self.profile.position(self._next_t - self._origin)
+        self._replan(remaining + distance)
+        self.target += distance
+
+    def brake(self) -> None:
+        """Stop as soon as the acceleration limit allows (at once when it is 0)."""
+        speed = self.profile.velocity(self._next_t - self._origin)
+        a = self.profile.acceleration
+        self._replan(speed * speed / (2.0 * a) if a > 0.0 else 0.0)
+        self.target = self._base + self.profile.distance
 
 
 class OdometryFollower:
@@ -275,7 +328,9 @@ class OdometryFollower:
     since the start, accumulated so that turns of any size work (TURN_*). The commanded speed is
     the largest one that still allows stopping within the remaining distance at the configured
     deceleration, limited by the acceleration ramp from the start, the maximum speed, and raised
-    to the minimum speed so that the robot does not stall short of the goal.
+    to the minimum speed so that the robot does not stall short of the goal. :meth:`extend`
+    moves the goal further (no stop in between); :meth:`brake` moves it to where the robot can
+    stop from its current speed.
     """
 
     closed_loop = True
@@ -284,12 +339,15 @@ class OdometryFollower:
         self.segment = segment
         self.start = start
         self.limits = limits
+        self.target = segment.target
         self._yaw_turned = 0.0
         self._last_yaw = start.yaw
+        self._progress = 0.0
+        self._speed = 0.0  # magnitude of the last command
+        self._t = 0.0
         self.timeout = limits.timeout_factor * segment.duration + limits.timeout_margin
 
-    def progress(self, pose: Pose2D) -> float:
-        """Distance (m) or angle (rad) covered in the segment's direction so far."""
+    def _measure(self, pose: Pose2D) -> float:
         if self.segment.axis == "linear":
             dx, dy = pose.x - self.start.x, pose.y - self.start.y
             along = dx * math.cos(self.start.yaw) + dy * math.sin(self.start.yaw)
@@ -298,27 +356,61 @@ class OdometryFollower:
         self._last_yaw = pose.yaw
         return self.segment.sign * self._yaw_turned
 
+    def progress_at(self, pose: Pose2D) -> float:
+        """Distance (m) or angle (rad) covered in the segment's direction at ``pose``."""
+        self._progress = self._measure(pose)
+        return self._progress
+
+    @property
+    def progress(self) -> float:
+        """Progress at the last pose seen."""
+        return self._progress
+
+    def _accel(self) -> float:
+        linear = self.segment.axis == "linear"
+        return self.limits.linear_acceleration if linear else self.limits.angular_acceleration
+
+    def _top(self) -> float:
+        linear = self.segment.axis == "linear"
+        return self.limits.max_linear_speed if linear else self.limits.max_angular_speed
+
+    def time_left(self) -> float:
+        """Rough seconds to the goal at the current (or top) speed."""
+        remaining = max(0.0, self.target - self._progress)
+        return remaining / max(self._speed, 0.5 * self._top())
+
+    def extend(self, distance: float) -> None:
+        """Move the goal ``distance`` further (and the timeout by that motion's duration)."""
+        self.target += distance
+        profile = TrapezoidProfile(distance, self._top(), self._accel())
+        self.timeout += self.limits.timeout_factor * profile.duration
+
+    def brake(self) -> None:
+        """Put the goal where the robot can stop from its current speed (here when accel is 0)."""
+        a = self._accel()
+        self.target = self._progress + (self._speed ** 2 / (2.0 * a) if a > 0.0 else 0.0)
+
     def update(self, t: float, pose: Pose2D | None) -> tuple[Velocity, MotionOutcome]:
         """Command for the latest ``pose`` at ``t`` seconds into the segment."""
         if pose is None:
             raise MotionError("OdometryFollower.update needs a pose")
-        remaining = self.segment.target - self.progress(pose)
+        self._t = t
+        remaining = self.target - self.progress_at(pose)
         linear = self.segment.axis == "linear"
         tolerance = self.limits.position_tolerance if linear else self.limits.angle_tolerance
         if remaining <= tolerance:
+            self._speed = 0.0
             return ZERO, MotionOutcome.DONE
         if t > self.timeout:
+            self._speed = 0.0
             return ZERO, MotionOutcome.TIMEOUT
-        if linear:
-            top, floor = self.limits.max_linear_speed, self.limits.min_linear_speed
-            accel = self.limits.linear_acceleration
-        else:
-            top, floor = self.limits.max_angular_speed, self.limits.min_angular_speed
-            accel = self.limits.angular_acceleration
-        speed = top
+        floor = self.limits.min_linear_speed if linear else self.limits.min_angular_speed
+        accel = self._accel()
+        speed = self._top()
         if accel > 0.0:
             speed = min(speed, math.sqrt(2.0 * accel * remaining), accel * max(t, 0.0) + floor)
-        return self.segment.velocity(max(speed, floor)), MotionOutcome.RUNNING
+        self._speed = max(speed, floor)
+        return self.segment.velocity(self._speed), MotionOutcome.RUNNING
 
 
 def make_follower(
@@ -331,3 +423,106 @@ def make_follower(
     if start_pose is None:
         return TimedFollower(segment, dt)
     return OdometryFollower(segment, start_pose, limits)
+
+
+def same_direction(a: MotionSegment, b: MotionSegment) -> bool:
+    """Whether ``b`` continues ``a`` without a stop: same axis and same sign."""
+    return a.axis == b.axis and a.sign == b.sign
+
+
+class MotionChain:
+    """Consecutive motion segments, executed back to back: the continuous motion of the navigator.
+
+    :meth:`push` adds one action's segment. With ``blend``, a segment in the same direction as
+    the last one extends the running motion (no deceleration in between); otherwise it waits
+    until the running motion has decelerated to rest and starts at the next control tick, so
+    the robot never stops longer than the direction change needs. :meth:`update` is one control
+    tick: the command for the next ``dt`` seconds. :meth:`brake` drops what is queued and
+    decelerates within the limits. A segment runs closed loop when a pose is given at its start
+    (:func:`make_follower`), timed otherwise.
+
+    ``steps_left`` counts the pushed segments not finished yet (an extended motion counts each
+    segment it covers until its distance is passed), which is what a caller needs to keep at
+    most one decision ahead of the robot.
+    """
+
+    def __init__(self, limits: MotionLimits, dt: float, blend: bool = True):
+        if not dt > 0.0:
+            raise MotionError(f"control interval must be > 0, got {dt!r}")
+        self.limits, self.dt, self.blend = limits, dt, blend
+        self.follower: TimedFollower | OdometryFollower | None = None
+        self.pending: list[MotionSegment] = []
+        self.braking = False
+        self._ends: list[float] = []  # progress at which each segment of the follower ends
+        self._tick = 0
+        self._t0 = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether a motion is running or queued."""
+        return self.follower is not None or bool(self.pending)
+
+    @property
+    def steps_left(self) -> int:
+        """Segments pushed and not finished (the running one included)."""
+        if self.follower is None:
+            return len(self.pending)
+        done = sum(1 for end in self._ends if end <= self.follower.progress + 1e-9)
+        return max(1, len(self._ends) - done) + len(self.pending)
+
+    def time_left(self) -> float:
+        """Planned seconds until every pushed segment has ended (0 when idle)."""
+        left = self.follower.time_left() if self.follower is not None else 0.0
+        return left + sum(s.duration for s in self.pending)
+
+    def push(self, segment: MotionSegment, pose: Pose2D | None = None, now: float = 0.0) -> None:
+        """Add one segment (``pose``: odometry for a closed-loop start; ``now``: clock, s)."""
+        follower = self.follower
+        if follower is None and not self.pending:
+            self._start(segment, pose, now)
+        elif (self.blend and follower is not None and not self.pending and not self.braking
+              and same_direction(follower.segment, segment)):
+            follower.extend(segment.target)
+            self._ends.append(follower.target)
+        else:
+            self.pending.append(segment)
+
+    def brake(self) -> None:
+        """Drop the queued segments and decelerate the running one to rest within the limits."""
+        self.pending.clear()
+        if self.follower is not None:
+            self.follower.brake()
+            self._ends = [min(end, self.follower.target) for end in self._ends]
+            self.braking = True
+
+    def clear(self) -> None:
+        """Forget everything at once (the caller has commanded a zero)."""
+        self.follower, self.pending, self.braking, self._ends = None, [], False, []
+
+    def _start(self, segment: MotionSegment, pose: Pose2D | None, now: float) -> None:
+        self.follower = make_follower(segment, self.limits, self.dt, pose)
+        self._ends = [segment.target]
+        self._tick, self._t0 = 0, now
+        self.braking = False
+
+    def update(self, now: float, pose: Pose2D | None = None) -> tuple[Velocity, MotionOutcome]:
+        """One control tick at ``now`` (clock seconds): the command and where the chain stands.
+
+        RUNNING while a segment runs or is queued; DONE (with a zero) once all have ended;
+        TIMEOUT (with a zero, the queue dropped) when a closed-loop segment gave up.
+        """
+        if self.follower is None:
+            if not self.pending:
+                return ZERO, MotionOutcome.DONE
+            self._start(self.pending.pop(0), pose, now)
+        while True:
+            follower = self.follower
+            t = now - self._t0 if follower.closed_loop else self._tick * self.dt
+            velocity, outcome = follower.update(t, pose)
+            self._tick += 1
+            if outcome == MotionOutcome.RUNNING:
+                return velocity, outcome
+            if outcome == MotionOutcome.TIMEOUT or not self.pending:
+                self.clear()
+                return ZERO, outcome
+            self._start(self.pending.pop(0), pose, now)

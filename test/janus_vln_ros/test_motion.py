@@ -1,4 +1,4 @@
-"""Pure-Python tests (no rclpy spinning): motion segments, safety rules, params, policy specs."""
+"""Pure-Python tests (no rclpy spinning): motion segments and chains, params, policy specs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from janus_core.baselines import ConstantPolicy
 from janus_core.interface import Observation
 from janus_vln_ros.motion import (
     ZERO,
+    MotionChain,
     MotionError,
     MotionLimits,
     MotionOutcome,
@@ -33,7 +34,6 @@ from janus_vln_ros.params import (
     validate_values,
 )
 from janus_vln_ros.policy_factory import PolicySpecError, make_policy
-from janus_vln_ros.safety import ERROR, OK, WARN, LogLimiter, SafetyMonitor, StopReason, level
 
 LIMITS = MotionLimits()
 
@@ -172,6 +172,132 @@ def test_make_follower_picks_mode():
         OdometryFollower(seg, Pose2D(0, 0, 0), LIMITS).update(0.0, None)
 
 
+def test_profile_from_a_start_speed():
+    # cruising at 0.25 m/s with 0.5 m left: no acceleration phase, stop at the end
+    p = TrapezoidProfile(0.5, 0.25, 0.5, start_speed=0.25)
+    assert p.velocity(0.0) == pytest.approx(0.25) and p.peak_speed == pytest.approx(0.25)
+    assert p.duration == pytest.approx(0.5 / 0.25 + 0.5 * 0.25 / 0.5)  # cruise + half a ramp
+    assert p.position(p.duration) == pytest.approx(0.5)
+    # faster than max_speed (limits lowered meanwhile): slow down to it first
+    slow = TrapezoidProfile(1.0, 0.2, 0.5, start_speed=0.4)
+    assert slow.velocity(0.0) == pytest.approx(0.4) and slow.velocity(0.41) == pytest.approx(0.2)
+    # a pure stop: exactly the braking distance
+    stop = TrapezoidProfile(0.0625, 0.25, 0.5, start_speed=0.25)
+    assert stop.duration == pytest.approx(0.5) and stop.position(0.5) == pytest.approx(0.0625)
+    # too short to stop at the configured rate: stops there, decelerating harder
+    hard = TrapezoidProfile(0.01, 0.25, 0.5, start_speed=0.25)
+    assert hard.duration == pytest.approx(0.08) and hard.position(1.0) == pytest.approx(0.01)
+    ts = np.linspace(0, p.duration, 4001)
+    assert np.trapezoid([p.velocity(t) for t in ts], ts) == pytest.approx(0.5, rel=1e-3)
+
+
+def drive(chain: MotionChain, ticks: int, axis="linear", now0=0.0):
+    """Tick a chain; the commands and the distance they integrate to on ``axis``."""
+    commands = []
+    for k in range(ticks):
+        cmd, outcome = chain.update(now0 + k * chain.dt)
+        commands.append(cmd)
+        if outcome != MotionOutcome.RUNNING:
+            break
+    covered = sum(getattr(c, axis) for c in commands) * chain.dt
+    return commands, covered
+
+
+def test_chain_blends_same_direction_without_stopping():
+    dt = 0.05
+    chain = MotionChain(LIMITS, dt)
+    fwd = plan_motion(Action.MOVE_FORWARD, LIMITS)
+    chain.push(fwd)
+    commands = [chain.update(0.0)[0]]
+    while len(commands) < 15:  # 0.75 s into the 1.5 s step, push the next one
+        commands.append(chain.update(len(commands) * dt)[0])
+    assert chain.steps_left == 1
+    chain.push(fwd)
+    assert chain.steps_left == 2
+    more, _ = drive(chain, 400, now0=15 * dt)
+    commands += more
+    speeds = [c.linear for c in commands]
+    assert speeds[-1] == 0.0 and all(s > 0 for s in speeds[:-1])  # no stop in between
+    assert max(speeds) <= LIMITS.max_linear_speed + 1e-12
+    assert sum(speeds) * dt == pytest.approx(0.5, abs=1e-12)  # exactly two steps
+    # two separate steps take 2 x 1.5 s; blended: 0.5 m at 0.25 m/s plus one ramp up and down
+    assert len(commands) * dt == pytest.approx(2.5, abs=2 * dt)
+    assert not chain.active and chain.steps_left == 0
+    diffs = np.abs(np.diff(speeds[:-1]))
+    assert diffs.max() <= LIMITS.linear_acceleration * dt + 1e-9
+
+
+def test_chain_direction_change_decelerates_then_turns():
+    dt = 0.05
+    chain = MotionChain(LIMITS, dt)
+    chain.push(plan_motion(Action.MOVE_FORWARD, LIMITS))
+    first, _ = chain.update(0.0)
+    chain.push(plan_motion(Action.TURN_LEFT, LIMITS))
+    assert chain.steps_left == 2 and chain.time_left() > 1.5
+    commands, _ = drive(chain, 400, now0=dt)
+    commands.insert(0, first)
+    linear = [c.linear for c in commands]
+    angular = [c.angular for c in commands]
+    assert all(c.linear == 0.0 or c.angular == 0.0 for c in commands)  # never both
+    first_turn = next(i for i, a in enumerate(angular) if a != 0.0)
+    assert all(v == 0.0 for v in linear[first_turn:])
+    assert linear[first_turn - 1] > 0.0  # the turn follows the last forward command directly
+    assert sum(linear) * dt == pytest.approx(0.25, abs=1e-12)
+    assert sum(angular) * dt == pytest.approx(math.radians(15), abs=1e-12)
+
+
+def test_chain_brake_decelerates_within_limits():
+    dt = 0.05
+    chain = MotionChain(LIMITS, dt)
+    fwd = plan_motion(Action.MOVE_FORWARD, LIMITS)
+    chain.push(fwd)
+    speeds = [chain.update(k * dt)[0].linear for k in range(12)]  # cruising at 0.25 m/s
+    chain.push(fwd)
+    chain.brake()
+    assert not chain.pending and chain.braking
+    rest, _ = drive(chain, 100, now0=12 * dt)
+    tail = [c.linear for c in rest]
+    assert tail[-1] == 0.0
+    # from 0.25 m/s at 0.5 m/s^2: 0.5 s, never faster than the deceleration limit allows
+    assert len(tail) - 1 == pytest.approx(0.5 / dt, abs=1)
+    assert np.all(np.diff([speeds[-1], *tail]) <= 1e-12)
+    assert np.abs(np.diff([speeds[-1], *tail[:-1]])).max() <= 0.5 * dt + 1e-9
+    covered = (sum(speeds) + sum(tail)) * dt
+    assert covered < 0.25  # the step was cut short, not finished
+    instant = MotionChain(MotionLimits(linear_acceleration=0.0), dt)
+    instant.push(plan_motion(Action.MOVE_FORWARD, MotionLimits(linear_acceleration=0.0)))
+    instant.update(0.0)
+    instant.brake()
+    assert instant.update(dt) == (ZERO, MotionOutcome.DONE)  # accel 0: stop at once
+
+
+def test_chain_without_blend_and_closed_loop_extension():
+    dt = 0.05
+    chain = MotionChain(LIMITS, dt, blend=False)
+    fwd = plan_motion(Action.MOVE_FORWARD, LIMITS)
+    chain.push(fwd)
+    chain.update(0.0)
+    chain.push(fwd)
+    assert chain.pending  # queued, not blended
+    # closed loop: a unicycle integrating the commands; the goal moves with the extension
+    chain = MotionChain(LIMITS, 0.02)
+    pose = Pose2D(0.0, 0.0, 0.0)
+    chain.push(fwd, pose=pose, now=0.0)
+    t, pushed, stopped = 0.0, False, False
+    while True:
+        cmd, outcome = chain.update(t, pose)
+        if outcome != MotionOutcome.RUNNING:
+            break
+        if not pushed and pose.x > 0.1:
+            chain.push(fwd)
+            pushed = True
+        stopped |= pushed and cmd.linear == 0.0
+        pose = Pose2D(pose.x + cmd.linear * 0.02, 0.0, 0.0)
+        t += 0.02
+    assert outcome == MotionOutcome.DONE and not stopped
+    assert pose.x == pytest.approx(0.5, abs=LIMITS.position_tolerance + 0.005)
+
+
 @pytest.mark.parametrize("field, value, text", [
     ("forward_distance", 0.0, "forward_distance must be a finite number > 0"),
     ("max_linear_speed", float("nan"), "max_linear_speed"),
@@ -188,89 +314,6 @@ def test_yaw_from_quaternion():
     for yaw in (0.0, 0.3, -2.0, 3.0):
         q = (0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2))
         assert yaw_from_quaternion(*q) == pytest.approx(yaw)
-
-
-# ---------------------------------------------------------------- safety rules
-def monitor(**kw) -> SafetyMonitor:
-    m = SafetyMonitor(image_timeout=0.5, policy_error_retry=1.0, **kw)
-    m.active = True
-    m.set_instruction("go to the kitchen")
-    m.image_received(10.0)
-    return m
-
-
-def test_safety_ok_and_staleness():
-    m = monitor()
-    assert m.evaluate(10.2) == (StopReason.NONE, "")
-    reason, detail = m.evaluate(10.6)
-    assert reason == StopReason.STALE_IMAGE and "0.60 s" in detail
-    m.image_received(10.7)
-    assert m.evaluate(10.8)[0] == StopReason.NONE
-
-
-def test_safety_no_image_and_bad_image():
-    m = SafetyMonitor(image_timeout=0.5)
-    m.active = True
-    m.set_instruction("x")
-    assert m.evaluate(0.0)[0] == StopReason.NO_IMAGE
-    m.image_rejected(1.0, "encoding: unsupported")
-    reason, detail = m.evaluate(1.1)
-    assert reason == StopReason.BAD_IMAGE and "encoding" in detail
-    assert m.evaluate(2.0)[0] == StopReason.NO_IMAGE  # the bad frame is old too
-    m.image_received(2.0)
-    m.image_rejected(2.1, "data: truncated")
-    assert m.evaluate(2.2)[0] == StopReason.NONE  # a valid frame is still fresh
-    assert m.evaluate(2.55)[0] == StopReason.BAD_IMAGE
-
-
-def test_safety_priorities():
-    m = monitor()
-    m.paused = True
-    assert m.evaluate(10.1)[0] == StopReason.PAUSED
-    m.end_episode(StopReason.EPISODE_DONE)
-    assert m.evaluate(10.1)[0] == StopReason.EPISODE_DONE
-    m.policy_failed(10.0, "RuntimeError: boom")
-    assert m.evaluate(10.1) == (StopReason.POLICY_ERROR, "policy raised: RuntimeError: boom")
-    assert m.evaluate(11.1)[0] == StopReason.EPISODE_DONE  # retry window over
-    m.estop = True
-    assert m.evaluate(10.1)[0] == StopReason.ESTOP
-    m.active = False
-    assert m.evaluate(10.1)[0] == StopReason.INACTIVE
-    m.shutdown = True
-    assert m.evaluate(10.1)[0] == StopReason.SHUTDOWN
-
-
-def test_safety_instruction_rules():
-    m = monitor()
-    m.end_episode(StopReason.STOPPED)
-    assert m.evaluate(10.1)[0] == StopReason.STOPPED
-    assert m.set_instruction("  next room  ") and m.instruction == "next room"
-    assert m.evaluate(10.1)[0] == StopReason.NONE  # a new instruction clears the episode end
-    assert not m.set_instruction("   ")
-    assert m.evaluate(10.1)[0] == StopReason.NO_INSTRUCTION
-    with pytest.raises(ValueError, match="does not end an episode"):
-        m.end_episode(StopReason.ESTOP)
-
-
-def test_safety_odometry_requirement():
-    m = monitor(odom_timeout=0.2, require_odometry=True)
-    assert m.evaluate(10.1)[0] == StopReason.NO_ODOMETRY
-    m.odom_received(10.05)
-    assert m.evaluate(10.1)[0] == StopReason.NONE
-    assert m.evaluate(10.3)[0] == StopReason.NO_ODOMETRY
-
-
-def test_levels_and_limiter():
-    assert level(StopReason.NONE) == OK
-    assert level(StopReason.STALE_IMAGE) == WARN
-    assert level(StopReason.POLICY_ERROR) == ERROR
-    assert {level(r) for r in StopReason} <= {OK, WARN, ERROR}
-    limiter = LogLimiter(period=5.0)
-    assert limiter.allow("a", 0.0) and not limiter.allow("a", 1.0)
-    assert limiter.allow("b", 1.0)  # a different error is not hidden
-    assert limiter.allow("a", 5.5)
-    with pytest.raises(ValueError, match="image_timeout"):
-        SafetyMonitor(image_timeout=-1.0)
 
 
 # ---------------------------------------------------------------- parameters
