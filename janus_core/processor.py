@@ -7,6 +7,20 @@ One place for the release's exact preprocessing and prompts (reference digest §
   tensor (35x46 patches). Qwen gets the *same* tensor cropped at the bottom/right to an even
   number of patches per side, 3x476x644 (34x46 patches, 17x23 = 391 merged tokens), normalised
   with the CLIP mean/std and patchified like ``Qwen2VLImageProcessor`` (``do_rescale=False``).
+- **Any camera.** The geometry is fixed per model (``cfg.image.input_width x input_height``,
+  640x480 for the release), because the token grid, the memories and the training all depend on
+  it. A frame of another size is first centre-cropped to the configured aspect ratio (1280x720
+  -> its central 960x720; a 480x640 portrait frame -> its central 480x360), then resized by the
+  same single PIL-bicubic resize straight to the model's input (644x490), exactly as the release's
+  loader (``load_and_preprocess_images``, ``mode="crop"``) treats a frame of the configured size.
+  Frames of the configured size are bit-exact with the release. Differences from what the
+  release's loader would do with the raw frame: it keeps the full width of a wider frame and
+  changes the token grid instead (1280x720 -> 644x364, 26x46 patches, 299 tokens per image; a
+  grid the model was never trained on), and its height rounding depends on the frame size
+  (960x720 gives 34.49999... -> 476 rows, 1280x960 gives 490). To feed a wide camera's full field
+  of view, set the checkpoint config's ``image.input_width/input_height`` to the camera size
+  (1280x720 passes :func:`geometry_from_config`) and fine-tune for it. :func:`crop_box` says
+  which part of a frame the model sees.
 - **VGGT fusion features.** Patch tokens of one aggregator layer (the specials before
   ``patch_start_idx`` dropped), the 35x46 grid cropped to 34x46 and regrouped into 2x2 blocks,
   row-major over the 17x23 merged grid with the inner block in (dy, dx) order: the order of
@@ -201,31 +215,50 @@ def geometry_from_config(cfg: JanusConfig) -> Geometry:
 
 
 # ---- frames -------------------------------------------------------------------------------
-def validate_rgb(rgb: Any, geometry: Geometry) -> np.ndarray:
-    """Check one camera frame: an HxWx3 uint8 numpy array of the configured size."""
+def validate_rgb(rgb: Any, geometry: Geometry | None = None) -> np.ndarray:
+    """Check one camera frame: an HxWx3 uint8 numpy array of any size (at least 1x1).
+
+    ``geometry`` is accepted for symmetry with :func:`resize_frame`; any size is brought to it.
+    """
     if not isinstance(rgb, np.ndarray):
         raise ValueError(f"rgb must be a numpy array (HxWx3 uint8), got {type(rgb).__name__}")
     if rgb.dtype != np.uint8:
         raise ValueError(f"rgb must have dtype uint8 (values 0..255), got {rgb.dtype}")
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must be HxWx3 (RGB channels last), got shape {rgb.shape}")
-    expected = (geometry.input_height, geometry.input_width)
-    if rgb.shape[:2] != expected:
-        raise ValueError(
-            f"rgb is {rgb.shape[1]}x{rgb.shape[0]} (WxH) but the model expects "
-            f"{expected[1]}x{expected[0]} (cfg.image.input_width x input_height); resize or crop "
-            "the camera image to that size and field of view first"
-        )
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ValueError(f"rgb is empty: {rgb.shape[1]}x{rgb.shape[0]} (WxH)")
     return rgb
+
+
+def crop_box(width: int, height: int, geometry: Geometry) -> tuple[int, int, int, int]:
+    """``(x0, y0, w, h)``: the centred part of a ``width x height`` frame the model sees.
+
+    The largest centred window with the configured aspect ratio (``input_width:input_height``);
+    the whole frame when the aspects already agree.
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f"frame size must be positive, got {width}x{height}")
+    aw, ah = geometry.input_width, geometry.input_height
+    if width * ah > height * aw:  # wider than the model's camera: crop the sides
+        w = max(1, min(width, round(height * aw / ah)))
+        return (width - w) // 2, 0, w, height
+    h = max(1, min(height, round(width * ah / aw)))
+    return 0, (height - h) // 2, width, h
 
 
 def resize_frame(rgb: np.ndarray, geometry: Geometry) -> np.ndarray:
     """PIL-bicubic resize to the VGGT size, as the release's loader does; returns HxWx3 uint8.
 
-    Frames that would come out taller than the target width are centre-cropped to it (the
-    release's ``mode="crop"``); a 640x480 frame is not.
+    A frame of another aspect ratio than the configured camera is centre-cropped to it first
+    (:func:`crop_box`); any size is then resized in one step to the configured input geometry
+    (module docstring). Frames that would come out taller than the target width are
+    centre-cropped to it (the release's ``mode="crop"``); a 640x480 frame is not.
     """
     validate_rgb(rgb, geometry)
+    x0, y0, w, h = crop_box(rgb.shape[1], rgb.shape[0], geometry)
+    if (w, h) != (rgb.shape[1], rgb.shape[0]):
+        rgb = rgb[y0 : y0 + h, x0 : x0 + w]
     image = Image.fromarray(np.ascontiguousarray(rgb)).resize(
         (geometry.vggt_width, geometry.resize_height), Image.Resampling.BICUBIC
     )
@@ -382,7 +415,7 @@ class JanusProcessor:
 
     # -- frames --
     def preprocess_frame(self, rgb: np.ndarray) -> np.ndarray:
-        """Validate and resize one camera frame (HxWx3 uint8) to the VGGT size (uint8)."""
+        """Validate one camera frame (HxWx3 uint8, any size) and bring it to the VGGT size."""
         return resize_frame(rgb, self.geometry)
 
     def vggt_input(self, frame: np.ndarray) -> torch.Tensor:

@@ -17,6 +17,7 @@ from janus_core.processor import (
     QWEN2_5_VL_CHAT_TEMPLATE,
     JanusProcessor,
     compute_geometry,
+    crop_box,
     qwen_crop,
     qwen_pixel_values,
     regroup_vggt_features,
@@ -280,7 +281,7 @@ def test_decode_skips_special_tokens():
         (np.zeros((480, 640, 4), np.uint8), "HxWx3"),
         (np.zeros((480, 640), np.uint8), "HxWx3"),
         (np.zeros((3, 480, 640), np.uint8), "HxWx3"),
-        (np.zeros((720, 1280, 3), np.uint8), "1280x720 .* expects 640x480"),
+        (np.zeros((0, 640, 3), np.uint8), "empty"),
         ([[0, 0, 0]], "numpy array"),
         (torch.zeros(480, 640, 3, dtype=torch.uint8), "numpy array"),
     ],
@@ -290,6 +291,37 @@ def test_bad_frames_get_a_clear_value_error(rgb, message):
         validate_rgb(rgb, FULL)
     with pytest.raises(ValueError, match=message):
         resize_frame(rgb, FULL)
+
+
+# ---- any camera ------------------------------------------------------------------------------
+@pytest.mark.parametrize("size, box", [
+    ((640, 480), (0, 0, 640, 480)),
+    ((1280, 960), (0, 0, 1280, 960)),  # same aspect: the whole frame
+    ((1280, 720), (160, 0, 960, 720)),  # wider: the sides are cut
+    ((480, 640), (0, 140, 480, 360)),  # portrait: top and bottom are cut
+    ((1, 1), (0, 0, 1, 1)),
+    ((3, 1000), (0, 499, 3, 2)),
+])
+def test_crop_box_keeps_the_centre_at_the_model_aspect(size, box):
+    assert crop_box(*size, FULL) == box
+
+
+def test_any_camera_size_is_brought_to_the_model_input():
+    rng = np.random.default_rng(3)
+    wide = rng.integers(0, 256, size=(720, 1280, 3), dtype=np.uint8)
+    out = resize_frame(wide, FULL)
+    assert out.shape == (490, 644, 3)
+    ref = np.asarray(Image.fromarray(np.ascontiguousarray(wide[:, 160:1120])).resize(
+        (644, 490), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(out, ref)
+    big = rng.integers(0, 256, size=(960, 1280, 3), dtype=np.uint8)
+    ref = np.asarray(Image.fromarray(big).resize((644, 490), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(resize_frame(big, FULL), ref)
+    assert resize_frame(np.zeros((1, 1, 3), np.uint8), FULL).shape == (490, 644, 3)
+    # what the release's loader would make of the raw frames (documented differences)
+    assert compute_geometry(1280, 720).vggt_height == 364  # 26x46 patches, another grid
+    assert compute_geometry(960, 720).vggt_height == 476  # 34.49999... rounds down
+    assert compute_geometry(1280, 960).vggt_height == 490
 
 
 # ---- tokenizer -------------------------------------------------------------------------------
