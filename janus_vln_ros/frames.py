@@ -21,6 +21,22 @@ from janus_vln_ros.conversions import (
 DEPTH_SCALE = {"16UC1": 0.001, "mono16": 0.001, "32FC1": 1.0}
 
 
+def check_frame_size(width: int, height: int, min_side: int, max_pixels: int) -> None:
+    """Refuse absurd camera sizes up front: ImageConversionError naming the size and the limit."""
+    if width < min_side or height < min_side:
+        raise ImageConversionError(
+            f"size: {width}x{height} is smaller than min_image_side {min_side} px on a side "
+            "(a broken frame or a misconfigured camera driver)"
+        )
+    if width * height > max_pixels:
+        raise ImageConversionError(
+            f"size: {width}x{height} ({width * height / 1e6:.1f} MP) exceeds max_image_pixels "
+            f"{max_pixels} ({max_pixels / 1e6:.1f} MP): every frame is shrunk to the model's "
+            "input (644x490 for JanusVLN), so run the camera at a smaller mode (e.g. 640x480 or "
+            "1280x720) or raise max_image_pixels"
+        )
+
+
 def rgb_from_message(msg: Image | CompressedImage) -> np.ndarray:
     """HxWx3 uint8 RGB from an Image (colour encodings) or a CompressedImage (JPEG/PNG)."""
     if isinstance(msg, CompressedImage):

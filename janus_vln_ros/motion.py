@@ -144,8 +144,11 @@ class TrapezoidProfile:
 
     @functools.cached_property
     def _phases(self) -> tuple[float, float, float, float, float, float]:
-        """``(t1, t2, t3, peak, a1, a3)``: change to ``peak`` at signed rate ``a1`` for t1 s,
-        cruise t2 s, stop at rate ``a3`` over t3 s."""
+        """``(t1, t2, t3, peak, a1, a3)`` of the profile.
+
+        Change to ``peak`` at signed rate ``a1`` for t1 s, cruise t2 s, stop at rate ``a3`` over
+        t3 s.
+        """
         d, vmax, a, v0 = self.distance, self.max_speed, self.acceleration, self.start_speed
         if d == 0.0:
             return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
@@ -470,6 +473,16 @@ class MotionChain:
         done = sum(1 for end in self._ends if end <= self.follower.progress + 1e-9)
         return max(1, len(self._ends) - done) + len(self.pending)
 
+    @property
+    def period(self) -> float:
+        """Seconds between ticks.
+
+        The running timed segment's ``dt`` (its commands are exact for that interval), else the
+        chain's.
+        """
+        follower = self.follower
+        return follower.dt if isinstance(follower, TimedFollower) else self.dt
+
     def time_left(self) -> float:
         """Planned seconds until every pushed segment has ended (0 when idle)."""
         left = self.follower.time_left() if self.follower is not None else 0.0
@@ -517,7 +530,7 @@ class MotionChain:
             self._start(self.pending.pop(0), pose, now)
         while True:
             follower = self.follower
-            t = now - self._t0 if follower.closed_loop else self._tick * self.dt
+            t = now - self._t0 if follower.closed_loop else self._tick * follower.dt
             velocity, outcome = follower.update(t, pose)
             self._tick += 1
             if outcome == MotionOutcome.RUNNING:

@@ -32,7 +32,7 @@ def _wrap(text: str, max_width: int, scale: float, thickness: int) -> list[str]:
     lines: list[str] = []
     current = ""
     words = text.split()
-    for i, word in enumerate(words):
+    for word in words:
         trial = f"{current} {word}".strip()
         if cv2.getTextSize(trial, FONT, scale, thickness)[0][0] <= max_width or not current:
             current = trial

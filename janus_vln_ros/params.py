@@ -88,6 +88,19 @@ class NavigatorParams:
         0.5, "Stop the robot when no valid camera frame arrived for this long",
         unit="s", lo=0.01, hi=60.0,
     )
+    min_image_side: int = _param(
+        16, "Camera frames with a side shorter than this are refused (a broken camera)",
+        unit="px", lo=1, hi=100_000,
+    )
+    max_image_pixels: int = _param(
+        4_194_304, "Camera frames with more pixels than this are refused (every frame is shrunk "
+        "to the model's input, 644x490 for JanusVLN: run the camera at a smaller mode)",
+        unit="px", lo=1, hi=1_000_000_000,
+    )
+    require_resume: bool = _param(
+        True, "After an e-stop release or a stale/invalid camera stop, drive again only on "
+        "~/resume or a new instruction (false: as soon as the inputs are fine)",
+    )
     watchdog_period: float = _param(
         0.05, "How often input freshness is checked", unit="s", lo=0.005, hi=1.0,
         read_only=True,
@@ -142,15 +155,31 @@ class NavigatorParams:
         lo=1.0, hi=100.0,
     )
     settle_time: float = _param(
-        0.0, "After a motion, the next step waits for a frame received this much later",
+        0.0, "After a motion, the next step waits for a frame received this much later "
+        "(continuous_motion false only)",
         unit="s", lo=0.0, hi=10.0,
+    )
+    continuous_motion: bool = _param(
+        True,
+        "Compute the next step while the current motion runs (from the newest frame) and "
+        "blend consecutive same-direction actions without stopping; false: stop after each "
+        "action and step on a frame taken at rest",
     )
     max_steps: int = _param(
         500, "Episode step limit (STOP is forced after it); 0: no limit", lo=0, hi=1_000_000
     )
     policy_error_retry: float = _param(
-        1.0, "After a policy exception, wait this long before the next attempt",
+        1.0, "After a policy exception, wait this long before the next attempt; the wait "
+        "doubles with each failure in a row, up to policy_error_retry_max",
         unit="s", lo=0.0, hi=3600.0,
+    )
+    policy_error_retry_max: float = _param(
+        30.0, "Longest wait between attempts while the policy keeps failing",
+        unit="s", lo=0.0, hi=3600.0,
+    )
+    debug_image: bool = _param(
+        False, "Publish ~/debug_image (sensor_msgs/Image rgb8): each step's frame with the "
+        "instruction, step, action and probabilities drawn on it", read_only=True,
     )
     diagnostics_period: float = _param(
         1.0, "Period of /diagnostics messages", unit="s", lo=0.1, hi=60.0, read_only=True
@@ -163,6 +192,22 @@ class NavigatorParams:
             self.motion_limits()
         except MotionError as err:
             raise NavigatorConfigError(f"motion parameters: {err}") from None
+        if self.policy_error_retry_max < self.policy_error_retry:
+            raise NavigatorConfigError(
+                f"policy_error_retry_max ({self.policy_error_retry_max}) is below "
+                f"policy_error_retry ({self.policy_error_retry})"
+            )
+
+    def safety_settings(self) -> dict[str, Any]:
+        """The :meth:`janus_vln_ros.safety.SafetyMonitor.configure` settings these give."""
+        return {
+            "image_timeout": self.image_timeout,
+            "policy_error_retry": self.policy_error_retry,
+            "policy_error_retry_max": self.policy_error_retry_max,
+            "odom_timeout": self.odom_timeout,
+            "require_odometry": self.motion_mode == "odometry",
+            "require_resume": self.require_resume,
+        }
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> NavigatorParams:

@@ -4,9 +4,11 @@ Accepted specs:
 
 * ``random``: :class:`janus_core.baselines.RandomPolicy` (seed 0).
 * ``forward``: :class:`janus_core.baselines.ForwardOnlyPolicy`.
-* ``constant:<ACTION>[:<delay_s>][:fail=<n>,<m>...]``: :class:`janus_core.baselines.ConstantPolicy`,
-  for tests and benchmarks (e.g. ``constant:MOVE_FORWARD:0.05`` or
-  ``constant:TURN_LEFT:0:fail=2,3``).
+* ``constant:<ACTION>[:<delay_s>][:fail=<n>,<m>...][:down=<n>]``:
+  :class:`janus_core.baselines.ConstantPolicy`, for tests and benchmarks (e.g.
+  ``constant:MOVE_FORWARD:0.05`` or ``constant:TURN_LEFT:0:fail=2,3``); ``down=<n>`` makes the
+  first ``n`` calls of ``act`` raise the same error (:class:`ScriptedOutage`, an unreachable
+  policy server, say).
 * ``expert:ros[:<service>]``: :class:`janus_vln_ros.sim_expert.RosExpertPolicy`, the
   simulator's shortest-path expert asked over the sim_bridge node's ``~/expert_action`` service
   (simulation only; imports rclpy).
@@ -20,17 +22,41 @@ from pathlib import Path
 
 from janus_core.actions import Action
 from janus_core.baselines import ConstantPolicy, ForwardOnlyPolicy, RandomPolicy
-from janus_core.interface import Policy
+from janus_core.interface import Observation, Policy, StepResult
 
 
 class PolicySpecError(ValueError):
     """The ``model`` string cannot be parsed; the text shows the accepted forms."""
 
 
-_CONSTANT_FORM = "constant:<ACTION>[:<delay_s>][:fail=<n>,<m>...]"
+_CONSTANT_FORM = "constant:<ACTION>[:<delay_s>][:fail=<n>,<m>...][:down=<n>]"
 
 
-def parse_constant_spec(spec: str) -> ConstantPolicy:
+class ScriptedOutage(Policy):
+    """``policy``, except that its first ``calls`` calls of ``act`` raise the same RuntimeError.
+
+    For tests and benchmarks of a driver's fault handling: one error, repeated, like a policy
+    server that is down.
+    """
+
+    MESSAGE = "policy unavailable (scripted outage)"
+
+    def __init__(self, policy: Policy, calls: int):
+        self.policy, self.calls_left = policy, int(calls)
+
+    def reset(self, instruction: str) -> None:
+        """Reset the wrapped policy (the outage goes on)."""
+        self.policy.reset(instruction)
+
+    def act(self, observation: Observation) -> StepResult:
+        """Raise while the outage lasts, then act."""
+        if self.calls_left > 0:
+            self.calls_left -= 1
+            raise RuntimeError(self.MESSAGE)
+        return self.policy.act(observation)
+
+
+def parse_constant_spec(spec: str) -> Policy:
     """Parse ``constant:...`` (see the module docstring) into a ConstantPolicy."""
     parts = spec.split(":")
     if len(parts) < 2 or not parts[1]:
@@ -39,8 +65,16 @@ def parse_constant_spec(spec: str) -> ConstantPolicy:
         action = Action.from_name(parts[1])
     except ValueError as err:
         raise PolicySpecError(f"model {spec!r}: {err}") from None
-    delay, fail_steps = 0.0, ()
+    delay, fail_steps, down = 0.0, (), 0
     for extra in parts[2:]:
+        if extra.startswith("down="):
+            try:
+                down = int(extra[5:])
+            except ValueError:
+                raise PolicySpecError(
+                    f"model {spec!r}: down= needs a number of calls, got {extra!r}"
+                ) from None
+            continue
         if extra.startswith("fail="):
             try:
                 fail_steps = tuple(int(s) for s in extra[5:].split(",") if s)
@@ -58,7 +92,8 @@ def parse_constant_spec(spec: str) -> ConstantPolicy:
             ) from None
         if not delay >= 0.0:
             raise PolicySpecError(f"model {spec!r}: delay must be >= 0 seconds, got {delay}")
-    return ConstantPolicy(action, delay_s=delay, fail_steps=fail_steps)
+    policy = ConstantPolicy(action, delay_s=delay, fail_steps=fail_steps)
+    return ScriptedOutage(policy, down) if down > 0 else policy
 
 
 def check_spec(spec: str) -> None:

@@ -236,8 +236,10 @@ class SafetyMonitor:
         return self._evaluate(now, include_fault=True)
 
     def may_step(self, now: float) -> bool:
-        """Whether a policy step may start at ``now``: nothing but a fault whose backoff is over
-        (a retry) stands in the way."""
+        """Whether a policy step may start at ``now``.
+
+        Nothing may stand in the way but a policy fault whose backoff is over (a retry).
+        """
         if self._evaluate(now, include_fault=False)[0] != StopReason.NONE:
             return False
         return not self.policy_faulted or now >= self.policy_retry_at

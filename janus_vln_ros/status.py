@@ -1,6 +1,11 @@
 """The navigator's status record: what the ``~/status`` topic carries, as JSON in std_msgs/String.
 
-One record per step and per change of the stop reason. The same dataclass reads records back
+One record per step and per change of the stop reason, never two identical records in a row.
+``action`` is the last step's action, cleared when a stop, reset or new instruction cuts its
+motion short; ``probs`` its probabilities when the policy gives them. ``driving`` is true while
+a motion runs (decelerating included); ``awaiting_frame`` is true when a camera frame received
+from now on can be the next step's (at rest, or in continuous motion once the robot is executing
+its last decided action). The same dataclass reads records back
 from a bag (``janus-vln replay``), from tests and from the benchmark, so its fields are the
 contract. ``latency_ms`` maps a stage name to milliseconds for the step:
 
@@ -30,7 +35,9 @@ class NavigatorStatus:
     episode: int = 0
     step: int = 0
     action: str = ""
+    probs: dict[str, float] = dataclasses.field(default_factory=dict)
     driving: bool = False
+    awaiting_frame: bool = False
     stop_reason: str = "inactive"
     detail: str = ""
     instruction: str = ""
@@ -39,6 +46,7 @@ class NavigatorStatus:
     frames_received: int = 0
     frames_invalid: int = 0
     steps_discarded: int = 0
+    policy_failures: int = 0
     model: str = ""
 
     def to_json(self) -> str:

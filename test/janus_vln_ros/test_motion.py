@@ -366,6 +366,12 @@ def test_policy_factory_specs():
     with pytest.raises(RuntimeError, match="scripted failure at step 2"):
         p.act(obs)
     assert p.act(obs).action == Action.TURN_RIGHT
+    down = make_policy("constant:STOP:down=2")
+    down.reset("x")
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match=r"^policy unavailable \(scripted outage\)$"):
+            down.act(obs)
+    assert down.act(obs).action == Action.STOP
 
 
 @pytest.mark.parametrize("spec, text", [
@@ -375,6 +381,7 @@ def test_policy_factory_specs():
     ("constant:STOP:soon", "neither a delay in seconds nor fail="),
     ("constant:STOP:-1", "delay must be >= 0"),
     ("constant:STOP:fail=x", "fail= needs comma-separated step numbers"),
+    ("constant:STOP:down=x", "down= needs a number of calls"),
 ])
 def test_policy_factory_errors(spec, text):
     with pytest.raises(PolicySpecError, match=text.replace("(", r"\(")):

@@ -155,7 +155,7 @@ def harness():
 A_PARAMS = dict(
     model="constant:MOVE_FORWARD", forward_distance=0.05, max_linear_speed=0.5,
     linear_acceleration=0.0, control_rate=50.0, image_timeout=0.4, max_steps=0,
-    depth_topic="camera/depth",
+    depth_topic="camera/depth", continuous_motion=False,  # one run of commands per step
 )
 
 
@@ -252,6 +252,10 @@ def test_actions_and_matching_velocities(nav_a):
 def set_param(harness, node: str, name: str, value):
     if isinstance(value, str):
         value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    elif isinstance(value, bool):
+        value = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    elif isinstance(value, int):
+        value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
     else:
         value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
     request = SetParameters.Request()
@@ -301,10 +305,26 @@ def test_stale_images_stop_within_timeout(harness, nav_a):
         assert got.status[0].level == DiagnosticStatus.WARN
     finally:
         assert set_param(harness, nav.node, "forward_distance", 0.05).successful
-    # inputs return: the node resumes on its own
+    # inputs return: the robot holds until ~/resume (require_resume, the default)
+    t_back = time.monotonic()
     nav.camera.start()
+    held = nav.wait_status(lambda s: s.stop_reason == "hold", 3.0, since=t_back)
+    assert held is not None and "~/resume" in held.detail, nav.proc.log()
+    time.sleep(0.5)
+    assert all(is_zero(m) for m in nav.cmd.since(t_back))
+    assert harness.call(Trigger, f"{nav.node}/resume").success
     nav.wait_driving()
     assert nav.wait_status(lambda s: s.stop_reason == "none", since=time.monotonic() - 1)
+    # require_resume false: the robot drives again as soon as frames are back
+    assert set_param(harness, nav.node, "require_resume", False).successful
+    try:
+        nav.camera.pause()
+        t_stop = time.monotonic()
+        assert nav.wait_status(lambda s: s.stop_reason == "stale_image", 3.0, since=t_stop)
+        nav.camera.start()
+        nav.wait_driving()
+    finally:
+        assert set_param(harness, nav.node, "require_resume", True).successful
 
 
 def test_estop_stops_and_releases(nav_a):
@@ -320,7 +340,13 @@ def test_estop_stops_and_releases(nav_a):
     held = nav.cmd.since(time.monotonic() - 0.4)
     assert all(is_zero(m) for m in held)
     assert is_zero(nav.cmd.last())
+    t_release = time.monotonic()
     nav.estop.publish(Bool(data=False))
+    assert nav.wait_status(lambda s: s.stop_reason == "hold", 3.0, since=t_release)
+    assert nav.proc.wait_for_log("e-stop released: call ~/resume or send a new instruction")
+    time.sleep(0.3)
+    assert all(is_zero(m) for m in nav.cmd.since(t_release))
+    assert nav.harness.call(Trigger, f"{nav.node}/resume").success
     nav.wait_driving()
 
 
@@ -461,7 +487,7 @@ def nav_b(harness):
         model="constant:TURN_LEFT:0.0:fail=2,3", image_transport="compressed",
         enable_stamped_cmd_vel=True, cmd_vel_frame_id="base_footprint", turn_angle=5.0,
         max_angular_speed=1.0, angular_acceleration=0.0, control_rate=50.0,
-        policy_error_retry=0.3, autostart=True,
+        policy_error_retry=0.3, autostart=True, continuous_motion=False,
     )
     nav = NavigatorUnderTest(harness, "nav_b", params, stamped=True, compressed=True)
     yield nav
@@ -564,7 +590,8 @@ class FakeBase:
 def test_odometry_closed_loop_reaches_distance_despite_slip(harness):
     params = dict(model="constant:MOVE_FORWARD", autostart=True, motion_mode="odometry",
                   forward_distance=0.1, max_linear_speed=0.4, linear_acceleration=2.0,
-                  control_rate=50.0, max_steps=1, odom_timeout=0.5)
+                  control_rate=50.0, max_steps=1, odom_timeout=0.5,
+                  require_resume=False)  # the camera is paused on purpose below
     base = FakeBase(harness, "nav_e", slip=0.5)
     nav = NavigatorUnderTest(harness, "nav_e", params)
     try:
