@@ -301,6 +301,10 @@ class TimedFollower:
         """Seconds until the motion ends as planned."""
         return max(0.0, self.profile.duration - (self._next_t - self._origin))
 
+    def time_to_brake(self) -> float:
+        """Seconds until the final deceleration starts (0 once it has)."""
+        return max(0.0, self.time_left() - self.profile.ramp_time)
+
     def _replan(self, distance: float) -> None:
         local = self._next_t - self._origin
         covered = self.profile.position(local)
@@ -380,6 +384,13 @@ class OdometryFollower:
     def time_left(self) -> float:
         """Rough seconds to the goal at the current (or top) speed."""
         remaining = max(0.0, self.target - self._progress)
+        return remaining / max(self._speed, 0.5 * self._top())
+
+    def time_to_brake(self) -> float:
+        """Rough seconds until the robot must start decelerating to stop at the goal."""
+        a = self._accel()
+        braking = self._speed ** 2 / (2.0 * a) if a > 0.0 else 0.0
+        remaining = max(0.0, self.target - self._progress - braking)
         return remaining / max(self._speed, 0.5 * self._top())
 
     def extend(self, distance: float) -> None:
@@ -487,6 +498,13 @@ class MotionChain:
         """Planned seconds until every pushed segment has ended (0 when idle)."""
         left = self.follower.time_left() if self.follower is not None else 0.0
         return left + sum(s.duration for s in self.pending)
+
+    def time_to_brake(self) -> float:
+        """Seconds until the running motion starts its final deceleration (0 when idle).
+
+        A same-direction segment pushed before then blends in at full speed.
+        """
+        return self.follower.time_to_brake() if self.follower is not None else 0.0
 
     def push(self, segment: MotionSegment, pose: Pose2D | None = None, now: float = 0.0) -> None:
         """Add one segment (``pose``: odometry for a closed-loop start; ``now``: clock, s)."""

@@ -300,7 +300,8 @@ class NavigatorNode(
         self._cmd_pub = self.create_publisher(cmd_type, params.cmd_vel_topic, _qos(10))
         self._action_pub = self.create_publisher(String, "~/action", _qos(10))
         if params.debug_image:
-            self._debug_pub = self.create_publisher(Image, "~/debug_image", _qos(1, False))
+            # reliable: serves reliable (RViz default) and best-effort subscribers alike
+            self._debug_pub = self.create_publisher(Image, "~/debug_image", _qos(1))
         image_qos = _qos(1, reliable=params.image_qos == "reliable")
         if params.image_transport == "compressed":
             image_topic = params.image_topic.rstrip("/") + "/compressed"

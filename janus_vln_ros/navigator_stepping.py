@@ -14,8 +14,9 @@ received after ``_frames_after``:
 
 * ``continuous_motion`` (default): frames received since the last action was decided count, and
   the step starts while the current motion runs, once the robot executes its last decided
-  action and the motion left is no longer than a step takes (a moving average of the measured
-  step time): the decision uses the newest frame and is ready when the motion would end. A
+  action and the time before it must start decelerating is no longer than a step takes (a
+  moving average of the measured step time): the decision uses the newest frame and is ready
+  before the robot would slow down. A
   same-direction action then blends into the running motion (:class:`janus_vln_ros.motion.
   MotionChain`); STOP ends the episode when the motion ends.
 * ``continuous_motion: false``: only at rest, on a frame received ``settle_time`` after the
@@ -95,7 +96,7 @@ class NavigatorStepping:
         params = self._params
         if not params.continuous_motion or self._chain.steps_left > 1:
             return params.watchdog_period
-        left = self._chain.time_left() - self._lead_time()
+        left = self._chain.time_to_brake() - self._lead_time()
         return 0.0 if left <= 0.0 else left
 
     def _next_job(self) -> StepJob | None:

@@ -16,9 +16,13 @@ observation):
 2. **Act.** The navigator publishes its discrete action and a status record echoing the step
    number, the action and the header stamp of the frame it acted on. The action is executed when
    both are in and agree (:meth:`SimSession.on_action`), one simulator step.
-3. **Settle.** The next observation is published only once a status record of that step says the
-   motion is over (``driving`` false): the navigator takes the first frame received after its
-   motion ended, so a frame sent earlier would be ignored and one sent later is the one it uses.
+3. **Next frame.** The next observation is published once a status record of that step says
+   the navigator will step on a frame received from then on: ``awaiting_frame`` (in continuous
+   motion right after the action was decided, while the robot still moves, so the next step is
+   computed during the motion) or, with ``motion_source: cmd_vel`` (whose integration needs the
+   motion to end first), ``driving`` false. A navigator with ``continuous_motion`` off only
+   steps on frames received after its motion ended, which is when it reports
+   ``awaiting_frame``.
 
 Whatever breaks the chain restarts the episode from its start (a new *attempt*; the simulator and
 the navigator's policy are both reset, so the retry is exactly a fresh episode): the navigator
@@ -100,6 +104,7 @@ class NavReport:
     steps_discarded: int
     detail: str = ""
     latency_ms: dict[str, float] = dataclasses.field(default_factory=dict)
+    awaiting_frame: bool = False
 
     @classmethod
     def from_status(cls, status: NavigatorStatus, session: Hashable) -> NavReport:
@@ -110,6 +115,7 @@ class NavReport:
             stop_reason=str(status.stop_reason), frame_stamp=float(status.frame_stamp),
             instruction=str(status.instruction), steps_discarded=int(status.steps_discarded),
             detail=str(status.detail), latency_ms=dict(status.latency_ms or {}),
+            awaiting_frame=bool(status.awaiting_frame),
         )
 
 
@@ -127,7 +133,7 @@ class _Attempt:
     stamp_ns: int = 0  # header stamp of the observation awaiting an action
     action: str | None = None  # action topic message for the next step
     echo: NavReport | None = None  # status record of the next step (with its action)
-    motion_over: bool = False  # a record of the next step said driving = false
+    motion_over: bool = False  # a record of the next step says the next frame may be sent
     travel: float = 0.0  # cmd_vel mode: metres and radians the commands integrate to
     turn: float = 0.0
     moving: bool = False  # cmd_vel mode: a non-zero command came
@@ -319,14 +325,15 @@ class SimSession:
             return
         k = self.runner.num_steps
         if self.phase == Phase.WAIT_MOTION:
-            if report.step == k and not report.driving and not self._navigator_ended(report):
+            if report.step == k and self._frame_wanted(report) and not (
+                    self._navigator_ended(report)):
                 self._publish_observation()
             return
         # WAIT_ACTION for step k + 1
         if report.step == k + 1 and report.action:
             if attempt.echo is None:
                 attempt.echo = report
-            if not report.driving:
+            if self._frame_wanted(report):
                 attempt.motion_over = True
             self._try_execute()
         elif report.step == k and attempt.echo is None:
@@ -337,6 +344,12 @@ class SimSession:
                             "image_timeout above the policy's step time)")
                 return
             self._navigator_ended(report)
+
+    def _frame_wanted(self, report: NavReport) -> bool:
+        """Whether the navigator will step on the next observation if it is published now."""
+        if self.motion_source == "cmd_vel":
+            return not report.driving  # the velocities of one step must end before the next
+        return report.awaiting_frame or not report.driving
 
     def on_cmd_vel(self, linear: float, angular: float, dt: float) -> None:
         """One velocity command, held for ``dt`` seconds (``motion_source: cmd_vel``)."""

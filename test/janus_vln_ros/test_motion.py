@@ -212,6 +212,7 @@ def test_chain_blends_same_direction_without_stopping():
     while len(commands) < 15:  # 0.75 s into the 1.5 s step, push the next one
         commands.append(chain.update(len(commands) * dt)[0])
     assert chain.steps_left == 1
+    assert chain.time_to_brake() == pytest.approx(1.0 - 15 * dt)  # cruise ends at 1.0 s
     chain.push(fwd)
     assert chain.steps_left == 2
     more, _ = drive(chain, 400, now0=15 * dt)

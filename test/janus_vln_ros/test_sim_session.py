@@ -135,6 +135,21 @@ class FakeNavigator:
             self.on_observation(payload)
 
 
+class ContinuousNavigator(FakeNavigator):
+    """Continuous motion: the echo already says a frame may come while the robot moves, and no
+    record says the motion ended before the next action is decided."""
+
+    def on_observation(self, stamp_ns):
+        action = self.policy()
+        self.step += 1
+        self.action = action.name
+        moving = action != Action.STOP
+        self.outbox.append(("action", action.name))
+        self.outbox.append(("status", self.report(
+            driving=True, awaiting_frame=moving, frame_stamp=stamp_ns * 1e-9,
+            stop_reason="none")))
+
+
 class VelocityNavigator(FakeNavigator):
     """Also streams the timed velocity profile of each motion (janus_vln_ros.motion)."""
 
@@ -267,6 +282,26 @@ def test_an_observation_waits_for_the_end_of_the_motion(setup):
     deliver(session, *motion_end)
     assert session.phase == Phase.WAIT_ACTION and bus.outbox[0][0] == "observation"
     assert bus.outbox[0][1] > stamp  # a new, later stamp
+
+
+def test_continuous_navigator_gets_the_next_frame_while_it_moves(setup, reference, tmp_path):
+    session, bus, _, _ = setup()
+    nav = ContinuousNavigator(session.sim)
+    session.start()
+    nav.deliver(*bus.outbox.pop(0))
+    deliver(session, *nav.outbox.pop(0))
+    _, stamp = bus.outbox.pop(0)
+    nav.on_observation(stamp)
+    first = nav.outbox[0][1]
+    assert first != "STOP"
+    for message in nav.outbox:
+        deliver(session, *message)
+    nav.outbox.clear()
+    # executed, and the next observation is out although the navigator still drives
+    assert session.runner.actions == [Action[first].value]
+    assert bus.outbox[0][0] == "observation" and session.phase == Phase.WAIT_ACTION
+    pump(session, bus, nav)
+    check_same(bus, reference, tmp_path)
 
 
 @pytest.mark.parametrize("order", ["as_sent", "status_first"])
