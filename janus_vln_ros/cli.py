@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "record": ("janus_vln_ros.bag", "record_main", "record the navigator's topics to MCAP"),
     "replay": ("janus_vln_ros.bag", "replay_main", "replay a bag through a policy offline"),
     "sim-eval": ("janus_vln_ros.sim_eval", "main", "evaluate through the ROS nodes"),
+    "instruct": ("janus_vln_ros.instruct", "main",
+                 "give the navigator an instruction and wait until it has it"),
 }
 VERBOSE_FLAGS = ("-v", "--verbose")
 

@@ -11,7 +11,9 @@ runs one episode of the embedded simulator (an apartment the model never saw in 
 the shipped model (``models/janusvln-small``) on the CPU, prints the instruction and the metrics
 (NE, SR, OS, SPL, nDTW, ...) and writes
 
-- ``<out>/episode_<id>.mp4``: the agent's camera beside the top-down map (its path in red, the
+- ``<out>/episode_<id>.mp4``: the agent's camera, with the instruction, the step, the action
+  and (when the policy gives them) its probabilities drawn on it (:mod:`janus_vln_ros.overlay`,
+  the navigator's ``~/debug_image`` view), beside the top-down map (its path in red, the
   expert's reference path in green, the goal and its 3 m success circle in blue);
 - ``<out>/episode_<id>_map.png``: the top-down map with both paths at the end of the episode;
 - ``<out>/run/``: the evaluation run (``episodes.jsonl``, ``metrics.json``).
@@ -34,6 +36,7 @@ without weights is an error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -122,29 +125,52 @@ def _fresh(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
-def run_in_process(spec: str, split: Path, episode: Any, run_dir: Path, width: int,
-                   height: int, hfov: float, max_steps: int, fps: int,
-                   device: str = "cpu") -> dict[str, Any]:
-    """Run the episode through :func:`sim_bridge.evaluate.evaluate` with a video.
+class _ProbsRecorder:
+    """A policy that passes everything through and keeps each step's probabilities (video)."""
 
-    A checkpoint's policy is built here on ``device`` (a baseline is built by the runner).
+    def __init__(self, policy: Any):
+        self.policy, self.probs = policy, []
+
+    def reset(self, instruction: str) -> None:
+        self.probs = []
+        self.policy.reset(instruction)
+
+    def act(self, observation: Any) -> Any:
+        result = self.policy.act(observation)
+        self.probs.append(result.probs)
+        return result
+
+    def __getattr__(self, name: str) -> Any:  # cfg, close, ...: the wrapped policy's
+        return getattr(self.policy, name)
+
+
+def run_in_process(spec: str, split: Path, episode: Any, run_dir: Path, width: int,
+                   height: int, hfov: float, max_steps: int,
+                   device: str = "cpu") -> dict[str, Any]:
+    """Run the episode through :func:`sim_bridge.evaluate.evaluate`.
+
+    A checkpoint's policy is built here on ``device`` (a baseline is built by the runner); its
+    per-step probabilities come back as ``step_probs`` in the returned summary.
     """
     from sim_bridge.evaluate import EvalConfig, evaluate
 
     cfg = EvalConfig(policy=spec, split=str(split), episode_ids=[str(episode.episode_id)],
                      output_dir=str(run_dir), width=width, height=height, hfov_deg=hfov,
-                     max_steps=max_steps, video=True, video_fps=fps, progress=False,
-                     sim=dict(SIM_SETTINGS))
+                     max_steps=max_steps, video=False, progress=False,
+                     sim=dict(SIM_SETTINGS))  # the demo renders its own video (with overlay)
     policy = None
     if spec not in ("expert", "random", "forward"):
         from janus_core.factory import build_policy
 
         try:
-            policy = build_policy(spec, device=device)
+            policy = _ProbsRecorder(build_policy(spec, device=device))
         except (ValueError, OSError) as err:  # CheckpointError, ConfigError, a bad device
             raise DemoError(f"--model {spec}: {err}") from None
     try:
-        return evaluate(cfg, policy=policy)
+        summary = evaluate(cfg, policy=policy)
+        if policy is not None:
+            summary["step_probs"] = policy.probs
+        return summary
     finally:
         if policy is not None:
             policy.close()
@@ -181,15 +207,17 @@ def episode_record(run_dir: Path) -> dict[str, Any]:
 
 
 def write_outputs(episode: Any, record: dict[str, Any], out: Path, width: int, height: int,
-                  hfov: float, fps: int, video_from: Path | None,
+                  hfov: float, fps: int, step_probs: Sequence[Any] | None = None,
                   suffix: str = "") -> tuple[Path, Path]:
-    """The episode's mp4 (copied from the run, or rendered from the recorded poses) and map PNG.
+    """The episode's mp4 (rendered from the recorded poses, with the overlay) and map PNG.
 
     Named ``episode_<id><suffix>.mp4`` / ``episode_<id><suffix>_map.png`` in ``out``.
     """
     import numpy as np
     from PIL import Image
 
+    from janus_core.actions import Action
+    from janus_vln_ros.overlay import draw_overlay
     from sim_bridge.backends import make_simulator
     from sim_bridge.simulator import SimConfig
     from sim_bridge.video import EpisodeVideo, compose_frame
@@ -197,21 +225,21 @@ def write_outputs(episode: Any, record: dict[str, Any], out: Path, width: int, h
     name = f"episode_{episode.episode_id}{suffix}"
     video_path, map_path = out / f"{name}.mp4", out / f"{name}_map.png"
     expert_path = episode.gt_locations or episode.reference_path or None
-    positions, yaws = record["positions"], record["yaws"]
-    render = video_from is None
-    sim = make_simulator(SimConfig(width=width, height=height, hfov_deg=hfov, render=render,
+    positions, yaws, actions = record["positions"], record["yaws"], record.get("actions", [])
+    probs = list(step_probs or [])
+    sim = make_simulator(SimConfig(width=width, height=height, hfov_deg=hfov, render=True,
                                    **SIM_SETTINGS))
     try:
         sim.reset(episode)
-        if render:  # replay the recorded poses (the ROS run records no video)
-            video = EpisodeVideo(video_path, fps=fps, expert_path=expert_path,
-                                 goal=episode.goal_position)
-            for k, (pos, yaw) in enumerate(zip(positions, yaws)):
-                obs = sim.set_agent_state(pos, yaw)
-                video.add(obs, sim, positions[: k + 1])
-            video.close()
-        else:
-            shutil.copyfile(video_from, video_path)
+        video = EpisodeVideo(video_path, fps=fps, expert_path=expert_path,
+                             goal=episode.goal_position)
+        for k, (pos, yaw) in enumerate(zip(positions, yaws)):  # replay the recorded poses
+            obs = sim.set_agent_state(pos, yaw)
+            action = Action(actions[k]).name if k < len(actions) else ""
+            rgb = draw_overlay(obs.rgb, episode.instruction, k, action,
+                               probs[k] if k < len(probs) else None)
+            video.add(dataclasses.replace(obs, rgb=rgb), sim, positions[: k + 1])
+        video.close()
         top = sim.top_down_map()
         side = 720
         canvas = compose_frame(np.zeros((side, 0, 3), np.uint8), top, positions, float(yaws[-1]),
@@ -310,20 +338,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("episode %s (%s), policy %s; output in %s", episode.episode_id,
                  episode.scene_id, label, out)
         start = time.perf_counter()
-        video_from = None
+        step_probs = None
         if args.ros:
             ros_model = spec if model_cfg is not None else "expert:ros"
             summary = run_through_ros(ros_model, split, episode, run_dir, width, height,
                                       args.max_steps)
         else:
             summary = run_in_process(spec, split, episode, run_dir, width, height, hfov,
-                                     args.max_steps, args.fps, args.device)
-            filmed = episode_record(run_dir).get("video")
-            video_from = run_dir / filmed if filmed else None
+                                     args.max_steps, args.device)
+            step_probs = summary.pop("step_probs", None)
         record = episode_record(run_dir)
         seconds = time.perf_counter() - start
         video, map_png = write_outputs(episode, record, out, width, height, hfov, args.fps,
-                                       video_from, suffix="_ros" if args.ros else "")
+                                       step_probs, suffix="_ros" if args.ros else "")
     except (DemoError, EvalError, ConfigError) as err:
         return fail("demo", err)
     sys.stdout.write(report(episode, label, record, summary, video, map_png, seconds, args.ros))

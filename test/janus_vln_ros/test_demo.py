@@ -65,6 +65,31 @@ def test_missing_weights_fall_back_to_the_expert(tmp_path, short_split, capsys, 
     assert _frames(ros_video) == _frames(video) and video.exists()
 
 
+def test_demo_video_carries_the_debug_overlay(tmp_path, short_split):
+    """Instruction band on every frame; the probability bars when the policy gave some."""
+    import numpy as np
+
+    from janus_vln_ros.overlay import CHOSEN
+
+    out = tmp_path / "out"
+    assert demo.main(["--model", "expert", "--split", str(short_split), "--out", str(out)]) == 0
+    record = demo.episode_record(out / "run")
+    episode = demo.find_episode(short_split, None)
+    probs = [{"STOP": 0.1, "MOVE_FORWARD": 0.6, "TURN_LEFT": 0.2, "TURN_RIGHT": 0.1}
+             for _ in record["actions"]]
+    plain, _ = demo.write_outputs(episode, record, tmp_path / "plain", 640, 480, 79.0, 8)
+    video, _ = demo.write_outputs(episode, {**record, "actions": [1] * len(record["actions"])},
+                                  tmp_path / "probs", 640, 480, 79.0, 8, probs)
+    with imageio.get_reader(str(plain)) as reader:
+        first = np.asarray(reader.get_data(0))[:, :640].astype(int)
+    with imageio.get_reader(str(video)) as reader:
+        with_bars = np.asarray(reader.get_data(0))[:, :640].astype(int)
+    assert first[:20].mean() < 0.7 * first[200:280].mean()  # the shaded instruction band
+    near = np.abs(with_bars[-80:, :340] - np.array(CHOSEN)).sum(axis=2) < 60
+    assert near.sum() > 300  # the chosen action's bar (MOVE_FORWARD, 60 %)
+    assert (np.abs(first[-80:, :340] - np.array(CHOSEN)).sum(axis=2) < 60).sum() < 50
+
+
 def test_demo_runs_a_checkpoint_on_the_cpu(tmp_path, short_split, tiny_checkpoint, capsys):
     out = tmp_path / "out"
     code = demo.main(["--model", str(tiny_checkpoint), "--split", str(short_split),
