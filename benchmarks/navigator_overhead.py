@@ -69,6 +69,7 @@ def navigator_command(args) -> list[str]:
         "autostart": "true", "image_transport": args.transport, "image_qos": args.qos,
         "forward_distance": "0.01", "max_linear_speed": "1.0", "linear_acceleration": "0.0",
         "control_rate": "100.0", "max_steps": "0", "image_timeout": "1.0",
+        "continuous_motion": "false",  # every step starts a motion from rest: its first command
     }
     cmd = exe + ["--ros-args", "-r", f"__ns:={NS}"]
     for key, value in params.items():
