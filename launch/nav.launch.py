@@ -51,6 +51,11 @@ def generate_launch_description():
             "autostart", default_value="true", description="Configure and activate at start-up"
         ),
         DeclareLaunchArgument(
+            "debug_image", default_value="false",
+            description="Publish ~/debug_image: each step's frame with instruction, action, "
+            "probabilities (RViz / Foxglove)",
+        ),
+        DeclareLaunchArgument(
             "fastdds_profile",
             default_value=EnvironmentVariable(
                 "FASTDDS_DEFAULT_PROFILES_FILE",
@@ -81,6 +86,9 @@ def generate_launch_description():
                     LaunchConfiguration("instruction_topic"), value_type=str
                 ),
                 "autostart": ParameterValue(LaunchConfiguration("autostart"), value_type=bool),
+                "debug_image": ParameterValue(
+                    LaunchConfiguration("debug_image"), value_type=bool
+                ),
             },
         ],
         arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
