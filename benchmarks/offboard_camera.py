@@ -18,7 +18,8 @@ Two ways to place them (``--mode``):
   own, ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET``, ``FASTDDS_BUILTIN_TRANSPORTS=UDPv4`` and no
   shared-memory profile: the traffic goes through a network interface, as between two hosts,
   and the bytes on the wire (RTPS, discovery included) are read from the veth counters.
-  ``--netem "delay 2ms rate 50mbit"`` shapes the link (Wi-Fi-like).
+  ``--netem "delay 2ms rate 50mbit"`` shapes the link (Wi-Fi-like; needs the kernel's
+  sch_netem module, which the machine of the recorded results lacks).
 
 Bandwidth is reported twice: the JPEG payload the camera sent (bytes/s), and in ``netns`` mode
 what crossed the link in each direction.
