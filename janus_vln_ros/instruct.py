@@ -7,8 +7,9 @@ the message is often lost (1 of 6 arrived in a test). This command:
    transient local, depth 1: the navigator's QoS);
 2. waits until the navigator's instruction subscription has matched (``--timeout``);
 3. publishes, keeping the sample latched while it waits until a status record of the navigator
-   shows the instruction (a new episode), then exits 0 with one line saying so;
-4. on a timeout, writes one line saying what did not happen and exits 1.
+   shows the instruction (a new episode), then exits 0 with one line saying so (stdout);
+4. on a timeout, writes ``janus-vln instruct: error: <what did not happen>`` (one line, stderr)
+   and exits 1; an empty instruction or a bad option exits 2, Ctrl-C 130.
 
 ::
 
@@ -28,8 +29,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-NO_SUBSCRIBER = 1
-NO_ACK = 1
+from janus_core.console import ArgumentParser, add_verbose, fail, interrupted, setup_logging
+
+EXIT_NOT_DELIVERED = 1  # no navigator subscribed, or none acknowledged
 
 
 class InstructError(RuntimeError):
@@ -37,7 +39,7 @@ class InstructError(RuntimeError):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="janus-vln instruct",
         description="Send the navigator an instruction and wait until it has it.",
     )
@@ -49,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="the navigator's node name, for its ~/status (default: navigator)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for the navigator, then again for its acknowledgement")
-    return p
+    return add_verbose(p)
 
 
 def _join(namespace: str, name: str) -> str:
@@ -147,18 +149,19 @@ def send(text: str, namespace: str = "", topic: str = "instruction",
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``janus-vln instruct``; 0 when acknowledged, 1 on a timeout, 2 on usage."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    setup_logging(args.verbose)
     if not args.instruction.strip():
-        sys.stderr.write("janus-vln instruct: the instruction is empty (to stop the robot call "
-                         "the navigator's ~/stop service)\n")
-        return 2
+        return fail("instruct", "the instruction is empty (to stop the robot call the "
+                    "navigator's ~/stop service)")
     if not args.timeout > 0:
-        sys.stderr.write(f"janus-vln instruct: --timeout must be > 0, got {args.timeout}\n")
-        return 2
+        return fail("instruct", f"--timeout must be > 0, got {args.timeout}")
     try:
         line = send(args.instruction, args.namespace, args.topic, args.navigator, args.timeout)
     except InstructError as err:
-        sys.stderr.write(f"janus-vln instruct: {err}\n")
-        return 1
+        return fail("instruct", err, code=EXIT_NOT_DELIVERED)
+    except KeyboardInterrupt:
+        return interrupted("instruct", "the instruction may or may not have arrived; check the "
+                           "navigator's ~/status")
     sys.stdout.write(line + "\n")
     return 0
 

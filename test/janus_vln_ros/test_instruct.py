@@ -65,6 +65,7 @@ def test_no_navigator_fails_in_one_line(capsys):
     err = capsys.readouterr().err
     assert code == 1 and time.monotonic() - start < 10.0
     assert err.count("\n") == 1
-    assert err.startswith("janus-vln instruct: no navigator subscribes to /nobody_here/instruction")
+    assert err.startswith(
+        "janus-vln instruct: error: no navigator subscribes to /nobody_here/instruction")
     assert cli.main(["instruct", "  "]) == 2
     assert "instruction is empty" in capsys.readouterr().err
