@@ -53,8 +53,9 @@ NAV_PARAMS = {
 # ---------------------------------------------------------------- the camera process
 def _frames(width: int, height: int):
     """Endless simulator views along the first demo episode (the expert walks it, then again)."""
+    from sim_bridge.backends import make_simulator
     from sim_bridge.episodes import find_gt_path, load_split
-    from sim_bridge.simulator import SimConfig, make_simulator
+    from sim_bridge.simulator import SimConfig
 
     episode = load_split(DEMO_SPLIT, gt_path=find_gt_path(DEMO_SPLIT))[0]
     sim = make_simulator(SimConfig(width=width, height=height, hfov_deg=79.0,
