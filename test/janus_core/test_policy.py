@@ -109,11 +109,13 @@ def test_reset_bad_frames_and_call_order():
     policy.reset("go left")
     policy.act(Observation(rgb=frames(policy.cfg, 1)[0]))
     for bad in [np.zeros((98, 126, 3), np.float32), np.zeros((98, 126, 4), np.uint8),
-                np.zeros((480, 640, 3), np.uint8)]:
+                np.zeros((0, 126, 3), np.uint8)]:
         with pytest.raises(ValueError):
             policy.act(Observation(rgb=bad))
         assert policy.step == 1 and len(policy.frames) == 1  # state untouched
         assert policy.spatial_cache.frames_seen == 1
+    policy.act(Observation(rgb=np.zeros((720, 1280, 3), np.uint8)))  # any camera size
+    assert policy.step == 2 and policy.frames[-1].shape == policy.frames[0].shape
     policy.reset("go right")
     assert policy.step == 0 and policy.frames == [] and policy.spatial_cache.frames_seen == 0
     assert policy.act(Observation(rgb=frames(policy.cfg, 1)[0])).step == 0
