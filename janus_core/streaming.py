@@ -486,7 +486,8 @@ class StreamingPolicy(JanusVLNPolicy):
 
     @torch.no_grad()
     def act(self, observation: Observation) -> StepResult:
-        """Run one streaming step on ``observation.rgb`` (HxWx3 uint8, the configured size).
+        """Run one streaming step on ``observation.rgb`` (HxWx3 uint8, any camera size: see
+        ``JanusProcessor``).
 
         A frame of the wrong size, dtype or channel count raises ValueError and leaves the
         episode state unchanged.
