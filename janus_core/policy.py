@@ -114,11 +114,10 @@ class JanusVLNPolicy(Policy):
 
     @torch.no_grad()
     def act(self, observation: Observation) -> StepResult:
-        """Run one reference step on ``observation.rgb`` (HxWx3 uint8, any camera size: see
-        ``JanusProcessor``).
+        """Run one reference step on ``observation.rgb`` (HxWx3 uint8, any camera size).
 
-        A frame of the wrong size, dtype or channel count raises ValueError and leaves the
-        episode state unchanged.
+        ``JanusProcessor`` brings the frame to the model's input. A frame of an absurd size, the
+        wrong dtype or channel count raises ValueError and leaves the episode state unchanged.
         """
         if self.instruction is None:
             raise RuntimeError("call reset(instruction) before act()")
