@@ -134,6 +134,14 @@ class NavSFTDataset(Dataset):
         frames = []
         for path in sample.frame_paths:
             rgb = load_frame(path, traj.video, aset.path)
+            image = self.processor.cfg.image
+            if tuple(rgb.shape[:2]) != (image.input_height, image.input_width):
+                # a policy brings any camera to its input; training data of another size is a
+                # recording mistake (the model would learn another geometry), so it is refused
+                raise AnnotationError(
+                    f"{aset.path}: trajectory {traj.video!r}: frame {path}: "
+                    f"{rgb.shape[1]}x{rgb.shape[0]}, expected the model's camera size "
+                    f"{image.input_width}x{image.input_height}")
             try:
                 frames.append(self.processor.preprocess_frame(rgb))
             except ValueError as err:
