@@ -264,8 +264,9 @@ def config_from_checkpoint(path: str | Path) -> JanusConfig:
     """A :class:`JanusConfig` from a checkpoint's ``config.json``.
 
     The Qwen sizes come from the Qwen2.5-VL fields (flat transformers-4.50 layout or nested
-    ``text_config``). ``lam``, ``reference_frame``, ``vggt_merger_hidden_dim`` and
-    ``use_vggt_feature`` are read when present (defaults 0.2, "first", 4096, True). Everything
+    ``text_config``; ``rope_scaling`` or transformers 5's ``rope_parameters``). ``lam``,
+    ``reference_frame``, ``vggt_merger_hidden_dim`` and ``use_vggt_feature`` are read when
+    present (defaults 0.2, "first", 4096, True). Everything
     else (VGGT sizes, memory windows, image geometry, policy settings) comes from our
     ``janus_config`` key when we wrote the checkpoint, else from the full-size defaults: the
     release stores nothing VGGT-architectural (VGGT-1B is implied).
@@ -287,8 +288,11 @@ def config_from_checkpoint(path: str | Path) -> JanusConfig:
     vision = _require(data, "vision_config", str(file))
     where_t = f"{file} ({'text_config' if 'text_config' in data else 'top level'})"
     where_v = f"{file} (vision_config)"
-    rope = text.get("rope_scaling") or data.get("rope_scaling") or {}
-    section = _require(rope, "mrope_section", f"{where_t} rope_scaling")
+    # transformers 5 writes rope_parameters (with rope_theta inside); earlier ones rope_scaling
+    rope_key = "rope_parameters" if "rope_parameters" in text else "rope_scaling"
+    rope = text.get(rope_key) or data.get("rope_scaling") or data.get("rope_parameters") or {}
+    section = _require(rope, "mrope_section", f"{where_t} {rope_key}")
+    rope_theta = text.get("rope_theta", rope.get("rope_theta", 1000000.0))
 
     def top(key: str, default: Any = None) -> Any:
         return data.get(key, text.get(key, default))
@@ -301,7 +305,7 @@ def config_from_checkpoint(path: str | Path) -> JanusConfig:
         num_attention_heads=_require(text, "num_attention_heads", where_t),
         num_key_value_heads=_require(text, "num_key_value_heads", where_t),
         max_position_embeddings=text.get("max_position_embeddings", 128000),
-        rope_theta=float(text.get("rope_theta", 1000000.0)),
+        rope_theta=float(rope_theta),
         rms_norm_eps=float(text.get("rms_norm_eps", 1e-6)),
         mrope_section=tuple(section),
         tie_word_embeddings=bool(top("tie_word_embeddings", False)),

@@ -22,6 +22,8 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AttentionInterface
 
+from janus_core.compat import cache_arguments
+
 log = logging.getLogger(__name__)
 
 GROUPED_ATTENTION = "janus_grouped_sdpa"
@@ -148,7 +150,7 @@ def decoder_forward(
     with attention_implementation(text_model, attention), kernels:
         out = text_model(
             inputs_embeds=embeds[None], position_ids=positions[:, None, :],
-            attention_mask={"full_attention": mask}, past_key_values=cache, use_cache=True,
-            cache_position=cache_position,
+            attention_mask={"full_attention": mask}, use_cache=True,
+            **cache_arguments(cache, cache_position, own_cache=True),
         )
     return out.last_hidden_state[0]

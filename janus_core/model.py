@@ -31,9 +31,15 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-from transformers.integrations.accelerate import init_empty_weights
-from transformers.modeling_utils import no_init_weights
 
+from janus_core.compat import (
+    cache_arguments,
+    empty_parameters,
+    image_features,
+    no_init_weights,
+    output_cache,
+    rope_index,
+)
 from janus_core.config import JanusConfig, resolve_device, resolve_dtype
 from janus_core.memory import SpatialCache
 from janus_core.processor import Geometry, geometry_from_config, regroup_vggt_features
@@ -262,10 +268,8 @@ class JanusVLNModel(nn.Module):
     # ---- semantic branch ---------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         """Qwen ViT + visual.merger: ``[sum of tokens per image, hidden]``, images in order."""
-        embeds = self.qwen.model.get_image_features(
-            pixel_values.to(self.device), grid_thw.to(self.device)
-        )
-        return torch.cat(embeds, dim=0)
+        device = self.device
+        return image_features(self.qwen.model, pixel_values.to(device), grid_thw.to(device))
 
     # ---- fusion ---------------------------------------------------------------------------------
     def fuse(
@@ -312,8 +316,8 @@ class JanusVLNModel(nn.Module):
         """Multimodal RoPE ``(position_ids [3, B, L], rope_deltas [B, 1])`` from transformers."""
         grid = None if image_grid_thw is None else image_grid_thw.to(self.device)
         mask = None if attention_mask is None else attention_mask.to(self.device)
-        return self.qwen.model.get_rope_index(
-            input_ids.to(self.device), grid, None, attention_mask=mask
+        return rope_index(
+            self.qwen.model, input_ids.to(self.device), grid, mask, self.cfg.qwen.image_token_id
         )
 
     # ---- training forward ------------------------------------------------------------------------
@@ -414,7 +418,7 @@ class JanusVLNModel(nn.Module):
             inputs_embeds=inputs_embeds, position_ids=position_ids, use_cache=True,
             logits_to_keep=1,
         )
-        cache = out.past_key_values
+        cache = output_cache(out)
         length = input_ids.shape[1]
         eos = set(int(i) for i in eos_token_ids)
         embed = self.qwen.get_input_embeddings()
@@ -427,11 +431,10 @@ class JanusVLNModel(nn.Module):
             position = length + step
             pos = (rope_deltas.to(self.device) + position).view(1, 1, 1).expand(3, 1, 1)
             out = self.qwen(
-                inputs_embeds=embed(next_id.view(1, 1)), position_ids=pos,
-                past_key_values=cache, use_cache=True,
-                cache_position=torch.tensor([position], device=self.device),
+                inputs_embeds=embed(next_id.view(1, 1)), position_ids=pos, use_cache=True,
+                **cache_arguments(cache, torch.tensor([position], device=self.device)),
             )
-            cache = out.past_key_values
+            cache = output_cache(out)
         return tokens
 
     # ---- training helpers ------------------------------------------------------------------------
@@ -493,7 +496,7 @@ def build_model(
     with contextlib.ExitStack() as stack:
         stack.enter_context(device)
         if empty:
-            stack.enter_context(init_empty_weights(include_buffers=False))
+            stack.enter_context(empty_parameters())
             stack.enter_context(no_init_weights())
         model = JanusVLNModel(cfg, dtype=dtype)
     log.info(

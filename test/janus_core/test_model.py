@@ -8,6 +8,7 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
     Qwen2_5_VisionTransformerPretrainedModel,
 )
 
+from janus_core.compat import image_token_types, vision_output
 from janus_core.config import load_config
 from janus_core.model import VGGTMerger, build_model, qwen_config
 from janus_core.processor import (
@@ -81,8 +82,9 @@ def test_without_vggt_our_path_equals_stock_qwen_forward_and_generate():
     cfg, model, proc, resized = _setup(use_vggt=False)
     assert model.vggt is None and model.merger is None
     ids, pv, grid, _ = _inputs(proc, resized, 3)
+    types = image_token_types(ids, cfg.qwen.image_token_id)  # transformers >= 5.5 needs them
     ours = model(ids, pv, grid).logits
-    stock = model.qwen(input_ids=ids, pixel_values=pv, image_grid_thw=grid).logits
+    stock = model.qwen(input_ids=ids, pixel_values=pv, image_grid_thw=grid, **types).logits
     torch.testing.assert_close(ours, stock, rtol=0, atol=1e-5)
 
     eos = cfg.qwen.eos_token_id
@@ -90,7 +92,7 @@ def test_without_vggt_our_path_equals_stock_qwen_forward_and_generate():
     tokens = model.greedy_generate(ids, embeds, grid, max_new_tokens=6, eos_token_ids=[eos])
     ref = model.qwen.generate(
         input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pv,
-        image_grid_thw=grid, max_new_tokens=6, do_sample=False, eos_token_id=eos,
+        image_grid_thw=grid, **types, max_new_tokens=6, do_sample=False, eos_token_id=eos,
         pad_token_id=cfg.qwen.pad_token_id,
     )
     assert tokens == ref[0, ids.shape[1] :].tolist()
@@ -104,20 +106,25 @@ def test_fusion_adds_lam_times_the_current_frame_block_to_every_image():
     """
     cfg, model, proc, resized = _setup(lam=0.7)
     ids, pv, grid, vggt = _inputs(proc, resized, 3)
+    types = image_token_types(ids, cfg.qwen.image_token_id)
     block = model.encode_vggt(vggt)  # frames streamed through a fresh cache, last one kept
     assert block.shape == (12, cfg.qwen.hidden_size)
     ours = model(ids, pv, grid, vggt_frames=[vggt]).logits
 
-    hook = model.qwen.model.visual.register_forward_hook(
-        lambda _m, _i, out: out + 0.7 * block.repeat(3, 1)
-    )
+    def add_block(_module, _inputs, out):  # a tensor (transformers 4.x) or a ModelOutput (5.x)
+        if isinstance(out, torch.Tensor):
+            return out + 0.7 * block.repeat(3, 1)
+        out.pooler_output = vision_output(out) + 0.7 * block.repeat(3, 1)
+        return out
+
+    hook = model.qwen.model.visual.register_forward_hook(add_block)
     try:
-        stock = model.qwen(input_ids=ids, pixel_values=pv, image_grid_thw=grid).logits
+        stock = model.qwen(input_ids=ids, pixel_values=pv, image_grid_thw=grid, **types).logits
     finally:
         hook.remove()
     torch.testing.assert_close(ours, stock, rtol=0, atol=1e-5)
 
-    plain = model.qwen(input_ids=ids, pixel_values=pv, image_grid_thw=grid).logits
+    plain = model.qwen(input_ids=ids, pixel_values=pv, image_grid_thw=grid, **types).logits
     assert not torch.allclose(ours, plain, atol=1e-3)  # VGGT really changes the output
     zero = build_model(cfg.replace(lam=0.0), device="cpu")
     zero.load_state_dict(model.state_dict())
@@ -163,7 +170,7 @@ def test_qwen_vit_merged_token_order_matches_the_vggt_regroup():
     image = torch.rand(3, g.qwen_height, g.qwen_width)
     pv, grid = qwen_pixel_values([image])
     with torch.no_grad():
-        base = tower(pv, grid_thw=grid)
+        base = vision_output(tower(pv, grid_thw=grid))
     assert base.shape == (391, 8)
     hv, wv = g.vggt_grid
     positions = torch.arange(hv * wv, dtype=torch.float32)[:, None]  # token id = r * wv + c
@@ -172,7 +179,7 @@ def test_qwen_vit_merged_token_order_matches_the_vggt_regroup():
         bumped = image.clone()
         bumped[:, 14 * r : 14 * r + 14, 14 * c : 14 * c + 14] += 0.5
         with torch.no_grad():
-            out = tower(qwen_pixel_values([bumped])[0], grid_thw=grid)
+            out = vision_output(tower(qwen_pixel_values([bumped])[0], grid_thw=grid))
         changed = (out - base).abs().sum(-1).nonzero().flatten().tolist()
         row, slot = (regrouped == r * wv + c).nonzero().flatten().tolist()
         assert changed == [row] and row == (r // 2) * 23 + c // 2 and slot == (r % 2) * 2 + c % 2

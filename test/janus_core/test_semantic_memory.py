@@ -18,6 +18,7 @@ import torch
 from janus_test_utils import frames, small_cfg, tokenizer_for
 from transformers import DynamicCache
 
+from janus_core.compat import cache_arguments
 from janus_core.config import MemoryConfig
 from janus_core.interface import Observation
 from janus_core.memory import SemanticCache
@@ -197,8 +198,8 @@ def naive_streaming_scores(policy, rgbs, initial, recent):
     lm, embed = model.qwen.model.language_model, model.qwen.get_input_embeddings()
     cache = DynamicCache()
     prefix = embed(torch.tensor(layout.prefix_ids))[None]
-    lm(inputs_embeds=prefix, position_ids=layout.prefix_positions[:, None], past_key_values=cache,
-       use_cache=True)
+    lm(inputs_embeds=prefix, position_ids=layout.prefix_positions[:, None], use_cache=True,
+       **cache_arguments(cache))
     next_pos = int(layout.prefix_positions.max()) + 1
     spans = []  # (frame id, start, end) in cache order
     all_scores = []
@@ -207,7 +208,7 @@ def naive_streaming_scores(policy, rgbs, initial, recent):
         x = model.embed(ids, fused)
         n_before = cache.get_seq_length()
         lm(inputs_embeds=x, position_ids=(layout.frame_positions + next_pos)[:, None],
-           past_key_values=cache, use_cache=True)
+           use_cache=True, **cache_arguments(cache))
         spans.append((t, n_before, cache.get_seq_length()))
         next_pos += layout.frame_span
         held = cache.get_seq_length()
@@ -216,11 +217,11 @@ def naive_streaming_scores(policy, rgbs, initial, recent):
             toks = layout.suffix_ids + cand[:-1]
             pos = torch.arange(len(toks)) + next_pos
             out = lm(inputs_embeds=embed(torch.tensor([toks])), position_ids=pos.expand(3, 1, -1),
-                     past_key_values=cache, use_cache=True)
+                     use_cache=True, **cache_arguments(cache))
             h = out.last_hidden_state[0, len(layout.suffix_ids) - 1 :]
             logp = model.qwen.lm_head(h).float().log_softmax(-1)
             scores.append(logp[torch.arange(len(cand)), torch.tensor(cand)].sum())
-            cache.crop(held)
+            cache.crop(held - cache.get_seq_length())  # negative: drop that many (4.x and 5.x)
         all_scores.append(torch.stack(scores))
         recent_ids = [f for f, _, _ in spans if f >= initial]
         if len(recent_ids) > recent:  # evict the oldest non-initial frame by index_select

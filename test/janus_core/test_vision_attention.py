@@ -5,6 +5,7 @@ import copy
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 
+from janus_core.compat import vision_output
 from janus_core.config import load_config
 from janus_core.model import qwen_config
 from janus_core.processor import qwen_pixel_values
@@ -23,8 +24,8 @@ def test_packed_window_attention_matches_stock_vision_tower():
     # two 476x644 Qwen crops: 34x46 patches, so the border windows are smaller than the rest
     images = torch.rand(2, 3, 476, 644)
     pixel_values, grid_thw = qwen_pixel_values(list(images))
-    out_stock = stock(pixel_values, grid_thw=grid_thw)
-    out_packed = packed(pixel_values, grid_thw=grid_thw)
+    out_stock = vision_output(stock(pixel_values, grid_thw=grid_thw))
+    out_packed = vision_output(packed(pixel_values, grid_thw=grid_thw))
     torch.testing.assert_close(out_packed, out_stock, rtol=1e-5, atol=1e-5)
 
     out_packed.square().sum().backward()
