@@ -1,19 +1,49 @@
 """ament_python package ``janus_vln_ros``: four import roots, one distribution."""
 
 from glob import glob
-from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "janus_vln_ros"
-HERE = Path(__file__).resolve().parent  # colcon runs a symlinked copy
 
 
-def requirements(name):
-    """Read one pinned requirements file from requirements/ (comments dropped)."""
-    lines = (HERE / "requirements" / f"{name}.txt").read_text().splitlines()
-    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
-
+# What the code needs, as wide as it was tested (README "Dependencies and tested versions").
+# The exact versions scripts/setup.sh and CI install are pinned in requirements/*.txt, and
+# test/test_setup.py checks that every pin lies inside these ranges. No ROS wheels here: a robot
+# with a ROS 2 distro gets rclpy and the messages from apt (package.xml, rosdep); the pip-only
+# route takes them from the "ros" extra.
+POLICY = [
+    "numpy>=1.21,<3",  # 1.21 is Ubuntu 22.04's; a floor above a distro's numpy would replace it
+    "pillow>=9.1",  # transformers needs PIL.Image.Resampling
+    "pyyaml>=6.0",
+    "torch>=2.3,<3",  # 2.3: torch.nn.attention.sdpa_kernel; JetPack 6 ships 2.3 to 2.5
+    "transformers>=4.57.1,<6",  # < 4.57 misplaces mRoPE text positions; 5.x: janus_core.compat
+    "tokenizers>=0.22",  # janus_core.tokenizer builds the tiny tokenizers with it
+    "safetensors>=0.4.3",
+]
+ROS_WHEELS = [  # ROS 2 Kilted from PyPI (pip-only machines); one consistent set, hence pinned
+    "ros-rclpy[fastrtps]==9.1.2",
+    "ros-sensor-msgs==5.5.1",
+    "ros-geometry-msgs==5.5.1",
+    "ros-std-msgs==5.5.1",
+    "ros-nav-msgs==5.5.1",
+    "ros-std-srvs==5.5.1",
+    "ros-diagnostic-msgs==5.5.1",
+    "ros-lifecycle-msgs==2.3.0",
+    "ros-ament-index-python==1.11.0",
+]
+OPENCV = "opencv-python-headless>=4.5"  # a distro install has python3-opencv from apt instead
+SIM = [
+    OPENCV,
+    "moderngl>=5.10,<6",
+    "glcontext>=2.5",
+    "scikit-fmm>=2024.5",
+    "scipy>=1.10",
+    "imageio>=2.31",
+    "imageio-ffmpeg>=0.4.9",
+    "tqdm>=4.66",
+]
+TRAINING = ["accelerate>=1.1"]  # transformers 5 needs >= 1.1; DeepSpeed: requirements/training-gpu
 
 setup(
     name=PACKAGE,
@@ -28,20 +58,28 @@ setup(
          glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.json")),
     ],
     python_requires=">=3.10",
-    install_requires=requirements("policy"),
+    install_requires=POLICY,
     extras_require={
-        "ros": requirements("ros"),
-        "sim": requirements("sim"),
-        "training": requirements("sim") + requirements("training"),
+        "ros": ROS_WHEELS + [OPENCV, "rosbags~=0.11.9"],
+        "sim": SIM,
+        "training": SIM + TRAINING,
         "habitat": [],  # habitat-sim comes from conda: see README "Habitat backend"
-        "dev": requirements("dev"),
-        "test": ["pytest==8.3.5"],  # colcon test picks pytest from this extra
+        "test": ["pytest>=8"],  # colcon test picks pytest from this extra
     },
     zip_safe=True,
     maintainer="janus_vln_ros maintainers",
     maintainer_email="maintainers@janus-vln-ros.dev",
     description="JanusVLN vision-language navigation for ROS 2 robots and VLN-CE simulation.",
     license="Apache-2.0",
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
     entry_points={
         "console_scripts": [
             "navigator = janus_vln_ros.navigator_node:main",

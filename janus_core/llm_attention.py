@@ -55,7 +55,7 @@ def grouped_sdpa_attention(
     k = key.reshape(b * hk, 1, lk, d).expand(-1, g, -1, -1)
     v = value.reshape(b * hk, 1, lk, d).expand(-1, g, -1, -1)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=scaling)
-    return out.view(b, hq, lq, d).transpose(1, 2), None
+    return out.reshape(b, hq, lq, d).transpose(1, 2), None  # torch 2.3 may return it strided
 
 
 def repeat_sdpa_attention(

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from janus_core.compat import vision_rope_and_windows
 from janus_core.memory import SpatialCache
 from janus_core.model import JanusVLNModel
 from janus_core.processor import (
@@ -140,17 +141,18 @@ class FrameEncoder:
         unit = v.spatial_merge_unit
         per_image = gh * gw  # patches
         grid1 = torch.tensor([[1, gh, gw]])
-        rot1 = v.rot_pos_emb(grid1).to(device)  # [patches, d/2]
-        win1, cu1 = v.get_window_index(grid1)
+        cos1, sin1, win1, cu1 = vision_rope_and_windows(v, grid1)  # [patches, head_dim]
         merged = per_image // unit
-        window_index = torch.cat([win1 + k * merged for k in range(n)]).to(device)
+        window_index = torch.cat([win1.to(device) + k * merged for k in range(n)])
         cu = [0] + [c + k * per_image for k in range(n) for c in cu1[1:]]
         cu_window = torch.unique_consecutive(torch.tensor(cu, dtype=torch.int32, device=device))
         cu_full = torch.arange(0, n + 1, dtype=torch.int32, device=device) * per_image
-        rot = rot1.repeat(n, 1).reshape(n * merged, unit, -1)[window_index].reshape(
-            n * per_image, -1)
-        emb = torch.cat((rot, rot), dim=-1)
-        plan = (window_index, cu_window, cu_full, (emb.cos(), emb.sin()),
+
+        def windowed(table: Tensor) -> Tensor:  # tile over n images, then the window order
+            table = table.to(device).repeat(n, 1).reshape(n * merged, unit, -1)
+            return table[window_index].reshape(n * per_image, -1)
+
+        plan = (window_index, cu_window, cu_full, (windowed(cos1), windowed(sin1)),
                 torch.argsort(window_index))
         if len(self._plans) >= self.keep:
             self._plans.pop(next(iter(self._plans)))

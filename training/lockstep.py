@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from janus_core.actions import Action
+from janus_core.compat import cache_arguments, output_cache
 from janus_core.model import JanusVLNModel
 from janus_core.processor import JanusProcessor, sample_history
 from training.fastpath import (
@@ -179,9 +180,9 @@ class LockstepPolicy:
                 mask = torch.cat([mask, mask.new_ones((n, 1))], dim=1)
                 pos = (next_pos + k).view(1, n, 1).expand(3, n, 1)
                 out = lm(inputs_embeds=embed(tokens.view(n, 1)), position_ids=pos,
-                         attention_mask=mask, past_key_values=out.past_key_values,
-                         use_cache=True,
-                         cache_position=torch.tensor([length + k], device=dev))
+                         attention_mask=mask, use_cache=True,
+                         **cache_arguments(output_cache(out),
+                                           torch.tensor([length + k], device=dev)))
                 hidden = out.last_hidden_state[:, -1]
         return generated
 
