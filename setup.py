@@ -43,7 +43,11 @@ SIM = [
     "imageio-ffmpeg>=0.4.9",
     "tqdm>=4.66",
 ]
-TRAINING = ["accelerate>=1.1"]  # transformers 5 needs >= 1.1; DeepSpeed: requirements/training-gpu
+TRAINING = [  # DeepSpeed: requirements/training-gpu.txt
+    "accelerate>=1.3",  # transformers' Trainer calls unwrap_model(keep_torch_compile=...)
+    "numpy>=1.23",  # transformers' data collators subscript np.ndarray at import
+    "torch>=2.6",  # transformers loads optimizer state (resume) only with torch >= 2.6
+]
 
 setup(
     name=PACKAGE,

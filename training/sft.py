@@ -33,6 +33,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,8 @@ from training.distributed import barrier, destroy_process_group, get_dist_info
 log = logging.getLogger(__name__)
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+# where a non-editable ``pip install`` (or colcon) puts the same files (setup.py data_files)
+INSTALLED_CONFIG_DIR = Path(sys.prefix) / "share" / "janus_vln_ros" / "config"
 
 
 class TrainConfigError(ValueError):
@@ -185,13 +188,14 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """``path`` if it exists, else the same name in the repository's ``config/`` folder."""
+    """``path`` if it exists, else the same name in the repository's (or installed) ``config/``."""
     path = Path(path)
     if path.exists():
         return path
-    candidate = REPO_CONFIG_DIR / path.name
-    if not path.is_absolute() and candidate.exists():
-        return candidate
+    for folder in (REPO_CONFIG_DIR, INSTALLED_CONFIG_DIR):
+        candidate = folder / path.name
+        if not path.is_absolute() and candidate.exists():
+            return candidate
     raise TrainConfigError(f"config file {path} does not exist")
 
 
