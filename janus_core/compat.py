@@ -7,7 +7,7 @@ a parameter name), not by its version number, so a 5.x release in between is han
 branches:
 
 ============================  ===============================  ===============================
-seam                          transformers 4.53 - 5.x early     transformers 5.x later
+seam                          transformers 4.57 - 5.x early     transformers 5.x later
 ============================  ===============================  ===============================
 empty model construction      ``init_empty_weights`` (4.x)      removed: :func:`empty_parameters`
 skip weight init              ``modeling_utils``                ``initialization`` (5.0)
@@ -22,15 +22,18 @@ ViT rotary table and windows  ``visual.rot_pos_emb`` and        ``transformers.v
                               ``visual.get_window_index``       functions (5.17)
 ============================  ===============================  ===============================
 
-(The release each change arrived in is where we saw it first, from 4.53.3, 4.57.6, 5.0.0, 5.5.0,
-5.10.0, 5.17.0, 5.20.0 and 5.25.0.) Config files need no helper: :mod:`janus_core.checkpoint`
-reads both ``rope_scaling`` and transformers 5's ``rope_parameters``.
+(The release each change arrived in is where we saw it first, reading 4.57.6, 5.0.0, 5.5.0,
+5.10.0, 5.17.0, 5.20.0 and 5.25.0.) transformers 5 is used on torch >= 2.6 only: 5.20+ refuse an
+older torch themselves, and 5.0 declares torch 2.2 but calls torch 2.4 APIs. Config files need no
+helper: :mod:`janus_core.checkpoint` reads both ``rope_scaling`` and transformers 5's
+``rope_parameters``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import inspect
 from collections.abc import Iterator
 from typing import Any
@@ -40,7 +43,8 @@ import transformers
 from torch import Tensor, nn
 from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as qwen_modeling
 
-MIN_TRANSFORMERS = (4, 53)  # the oldest release tested; keep equal to setup.py's lower bound
+MIN_TRANSFORMERS = (4, 57)  # 4.57.1, the oldest tested; keep equal to setup.py's lower bound
+MIN_TORCH_FOR_TRANSFORMERS_5 = (2, 6)
 
 
 def _version(text: str) -> tuple[int, int]:
@@ -52,7 +56,15 @@ TRANSFORMERS_VERSION = _version(transformers.__version__)
 if TRANSFORMERS_VERSION < MIN_TRANSFORMERS:
     raise ImportError(
         f"janus_core needs transformers >= {'.'.join(map(str, MIN_TRANSFORMERS))}, found "
-        f"{transformers.__version__}: pip install -U 'transformers>=4.53,<6'"
+        f"{transformers.__version__}: pip install -U 'transformers>=4.57.1,<6'"
+    )
+
+if TRANSFORMERS_VERSION >= (5, 0) and _version(torch.__version__) < MIN_TORCH_FOR_TRANSFORMERS_5:
+    # transformers 5.20+ disable torch < 2.6 themselves; 5.0 admits torch 2.2 but calls 2.4 APIs
+    raise ImportError(
+        f"transformers {transformers.__version__} is not supported on torch "
+        f"{importlib.metadata.version('torch')} (transformers 5 needs torch >= 2.6 here); keep "
+        f"this torch and install transformers 4.57: pip install 'transformers>=4.57.1,<5'"
     )
 
 try:  # transformers >= 5.0

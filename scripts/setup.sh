@@ -67,7 +67,16 @@ else
   echo "[setup] installing the policy by setup.py's ranges, keeping what the system has" \
        "($PROFILE profile, ROS 2 from the system)"
   python -m pip install -q "${reqs[@]}"
-  python -m pip install -q --no-build-isolation -e .
+  # A torch already there stays (pinned to itself). transformers 5 runs here only on torch >= 2.6
+  # (janus_core.compat); with an older torch (JetPack 6: 2.3 to 2.5) pip gets transformers 4.57.
+  keep=()
+  if have=$(python -c "import importlib.metadata as m; print(m.version('torch'))" 2>/dev/null); then
+    keep=("torch==$have")
+    python -c "import sys, torch; sys.exit(tuple(map(int, torch.__version__.split('.')[:2])) < (2, 6))" \
+      || keep+=("transformers<5")
+  fi
+  # build isolation: the system's setuptools may be too old to build an editable wheel
+  python -m pip install -q -e . "${keep[@]}"
   python -c 'import sys, rclpy, torch, numpy; print(f"[setup] rclpy from {rclpy.__file__}, \
 torch {torch.__version__} from {torch.__file__}, numpy {numpy.__version__}", file=sys.stderr)'
 fi
