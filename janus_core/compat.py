@@ -18,6 +18,7 @@ KV cache argument / output    ``past_key_values``               ``cache`` (5.25)
 ``cache.update`` call         ``(k, v, layer, cache_kwargs)``   ``(k, v, layer)``, then
                                                                 ``(k, v, layer, kwargs=...)``
 ``cache_position`` argument   accepted                          gone (5.5)
+``TrainingArguments`` warmup  ``warmup_ratio``                  ``warmup_steps`` < 1 (5.x)
 ViT rotary table and windows  ``visual.rot_pos_emb`` and        ``transformers.vision_utils``
                               ``visual.get_window_index``       functions (5.17)
 ============================  ===============================  ===============================
@@ -83,6 +84,7 @@ __all__ = [
     "rope_index",
     "vision_output",
     "vision_rope_and_windows",
+    "warmup_arguments",
 ]
 
 
@@ -153,6 +155,20 @@ def vision_rope_and_windows(
             window_size=visual.window_size, patch_size=visual.patch_size,
         )
     return cos, sin, window_index, [int(c) for c in cu_windows]
+
+
+# ---- training --------------------------------------------------------------------------------
+def warmup_arguments(ratio: float) -> dict[str, float]:
+    """``TrainingArguments`` keywords for a linear warmup over ``ratio`` of the steps.
+
+    transformers 5.x dropped ``warmup_ratio``; its ``warmup_steps`` takes a float below 1 as
+    that ratio instead.
+    """
+    from transformers import TrainingArguments
+
+    if "warmup_ratio" in inspect.signature(TrainingArguments).parameters:
+        return {"warmup_ratio": ratio}
+    return {"warmup_steps": float(ratio)}
 
 
 # ---- the language model --------------------------------------------------------------------

@@ -49,6 +49,7 @@ from janus_core.checkpoint import (
     save_checkpoint,
     weight_files,
 )
+from janus_core.compat import warmup_arguments
 from janus_core.config import (
     JanusConfig,
     check_types,
@@ -469,7 +470,7 @@ def training_arguments(cfg: TrainConfig) -> TrainingArguments:
         output_dir=cfg.output_dir,
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
-        warmup_ratio=cfg.warmup_ratio,
+        **warmup_arguments(cfg.warmup_ratio),
         lr_scheduler_type=cfg.lr_scheduler_type,
         optim=cfg.optim,
         max_grad_norm=cfg.max_grad_norm,
