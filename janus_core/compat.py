@@ -18,7 +18,8 @@ KV cache argument / output    ``past_key_values``               ``cache`` (5.25)
 ``cache.update`` call         ``(k, v, layer, cache_kwargs)``   ``(k, v, layer)``, then
                                                                 ``(k, v, layer, kwargs=...)``
 ``cache_position`` argument   accepted                          gone (5.5)
-``TrainingArguments`` warmup  ``warmup_ratio``                  ``warmup_steps`` < 1 (5.x)
+``TrainingArguments``         ``warmup_ratio``,                 ``warmup_steps`` < 1; always
+                              ``save_safetensors``              safetensors (5.x)
 ViT rotary table and windows  ``visual.rot_pos_emb`` and        ``transformers.vision_utils``
                               ``visual.get_window_index``       functions (5.17)
 ============================  ===============================  ===============================
@@ -84,7 +85,7 @@ __all__ = [
     "rope_index",
     "vision_output",
     "vision_rope_and_windows",
-    "warmup_arguments",
+    "training_arguments",
 ]
 
 
@@ -158,17 +159,24 @@ def vision_rope_and_windows(
 
 
 # ---- training --------------------------------------------------------------------------------
-def warmup_arguments(ratio: float) -> dict[str, float]:
-    """``TrainingArguments`` keywords for a linear warmup over ``ratio`` of the steps.
+def training_arguments(**kwargs: Any) -> Any:
+    """``transformers.TrainingArguments(**kwargs)``, written in transformers 4.57's names.
 
-    transformers 5.x dropped ``warmup_ratio``; its ``warmup_steps`` takes a float below 1 as
-    that ratio instead.
+    transformers 5 dropped ``warmup_ratio`` (its ``warmup_steps`` takes a float below 1 as that
+    ratio) and ``save_safetensors`` (it always writes safetensors, so only True is accepted).
     """
     from transformers import TrainingArguments
 
-    if "warmup_ratio" in inspect.signature(TrainingArguments).parameters:
-        return {"warmup_ratio": ratio}
-    return {"warmup_steps": float(ratio)}
+    names = inspect.signature(TrainingArguments).parameters
+    if "warmup_ratio" in kwargs and "warmup_ratio" not in names:
+        ratio = kwargs.pop("warmup_ratio")
+        if kwargs.get("warmup_steps"):
+            raise ValueError("give warmup_ratio or warmup_steps, not both")
+        kwargs["warmup_steps"] = float(ratio)
+    if "save_safetensors" in kwargs and "save_safetensors" not in names:
+        if not kwargs.pop("save_safetensors"):
+            raise ValueError(f"transformers {transformers.__version__} saves only safetensors")
+    return TrainingArguments(**kwargs)
 
 
 # ---- the language model --------------------------------------------------------------------

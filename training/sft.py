@@ -49,7 +49,7 @@ from janus_core.checkpoint import (
     save_checkpoint,
     weight_files,
 )
-from janus_core.compat import warmup_arguments
+from janus_core.compat import training_arguments as make_training_arguments
 from janus_core.config import (
     JanusConfig,
     check_types,
@@ -470,7 +470,7 @@ def training_arguments(cfg: TrainConfig) -> TrainingArguments:
         output_dir=cfg.output_dir,
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
-        **warmup_arguments(cfg.warmup_ratio),
+        warmup_ratio=cfg.warmup_ratio,
         lr_scheduler_type=cfg.lr_scheduler_type,
         optim=cfg.optim,
         max_grad_norm=cfg.max_grad_norm,
@@ -498,7 +498,7 @@ def training_arguments(cfg: TrainConfig) -> TrainingArguments:
     if cfg.fsdp:
         kwargs.update(_fsdp_settings(cfg.fsdp))
     kwargs.update(cfg.training_args)
-    return TrainingArguments(**kwargs)
+    return make_training_arguments(**kwargs)
 
 
 def checkpoint_is_complete(path: str | Path) -> bool:
