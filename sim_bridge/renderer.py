@@ -20,6 +20,7 @@ seen from above; the horizontal field of view is ``hfov_deg`` and pixels are squ
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import zlib
@@ -451,6 +452,17 @@ void main() {
 """
 
 
+def _load_triton_before_mesa() -> None:
+    """Load triton's LLVM (in torch's CUDA builds) before EGL brings in Mesa's.
+
+    Mesa's llvmpipe loads its own libLLVM; a process that has it and then imports triton (torch
+    does on first use of ``torch._dynamo``, e.g. from transformers) dies with SIGSEGV inside
+    ``triton._C.libtriton``. In the other order both work. torch's CPU builds ship no triton.
+    """
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+
+
 def create_context():
     """A headless moderngl context on EGL; RendererUnavailableError (with the fix) otherwise."""
     try:
@@ -459,6 +471,7 @@ def create_context():
         raise RendererUnavailableError(
             "the embedded renderer needs moderngl: pip install -r requirements/sim.txt "
             f"(moderngl, glcontext) ({exc})") from exc
+    _load_triton_before_mesa()
     try:
         return moderngl.create_standalone_context(backend="egl")
     except Exception as exc:  # glcontext raises plain Exceptions for missing EGL
