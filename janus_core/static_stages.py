@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from janus_core.actions import Action
+from janus_core.compat import vision_rope_and_windows
 from janus_core.llm_attention import decoder_forward
 from janus_core.model import JanusVLNModel
 from janus_core.static_memory import StaticSemanticCache, StaticSpatialCache
@@ -50,8 +51,9 @@ class StaticViT:
     ``pixels`` (input, ``[patches, channels * temporal * patch * patch]`` in the tower's dtype)
     and ``out`` (``[tokens_per_image, hidden]``) are static. Same result as
     :meth:`JanusVLNModel.encode_images` (tested): the per-call host work of transformers'
-    ``Qwen2_5_VisionTransformerPretrainedModel.forward`` (4.57) is done once here with the
-    tower's own ``rot_pos_emb`` and ``get_window_index``, and the blocks run unchanged. Needs
+    ``Qwen2_5_VisionTransformerPretrainedModel.forward`` is done once here with the tower's own
+    rotary table and window plan (:func:`janus_core.compat.vision_rope_and_windows`), and the
+    blocks run unchanged. Needs
     the packed window attention (:mod:`janus_core.vision_attention`; any Qwen attention but
     ``flash_attention_2``).
     """
@@ -68,8 +70,7 @@ class StaticViT:
         t, h, w = self.grid_thw
         unit = visual.spatial_merge_unit
         seq = t * h * w
-        rotary = visual.rot_pos_emb(grid).to(device)
-        window_index, cu_window = visual.get_window_index(grid)
+        cos, sin, window_index, cu_window = vision_rope_and_windows(visual, grid)
         cu_window = torch.unique_consecutive(
             torch.tensor(cu_window, device=device, dtype=torch.int32))
         cu_full = torch.repeat_interleave(grid[:, 1] * grid[:, 2], grid[:, 0]).cumsum(
@@ -78,9 +79,9 @@ class StaticViT:
         self.cu_window = cu_window
         self.window_index = window_index.to(device)
         self.reverse_index = torch.argsort(self.window_index)
-        rotary = rotary.reshape(seq // unit, unit, -1)[self.window_index].reshape(seq, -1)
-        emb = torch.cat((rotary, rotary), dim=-1)
-        self.position_embeddings = (emb.cos(), emb.sin())
+        self.position_embeddings = tuple(  # in the window order, as the tower's forward
+            table.to(device).reshape(seq // unit, unit, -1)[self.window_index].reshape(seq, -1)
+            for table in (cos, sin))
         self.full_blocks = set(visual.fullatt_block_indexes)
         self.plans = []  # pinned: the plans' tensors must outlive every replay
         for plans in {id(b.attn.plans): b.attn.plans for b in visual.blocks}.values():
