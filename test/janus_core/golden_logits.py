@@ -34,9 +34,9 @@ from safetensors.torch import load_file, save_file
 
 from janus_core.checkpoint import save_checkpoint
 from janus_core.config import ImageConfig, load_config
+from janus_core.factory import build_policy
 from janus_core.interface import Observation
 from janus_core.model import build_model
-from janus_core.policy import build_policy
 from janus_core.tokenizer import build_tokenizer
 
 DATA = Path(__file__).resolve().parent / "data"
