@@ -28,7 +28,9 @@ def test_a_failed_capture_is_recorded_and_the_stage_stays_eager():
         assert graphs.run(("vggt", True), lambda: calls.append(1)) is False
     assert len(calls) == 3 and graphs.num_graphs == 0  # no CUDA stream: fails before warm-up
     status = graphs.status()["vggt"]
-    assert status.startswith("eager (capture failed: ") and status.count("AssertionError") == 2
+    # two failures recorded: AssertionError from a CPU build of torch, RuntimeError (no driver)
+    # from a CUDA build on a machine without a GPU
+    assert status.startswith("eager (capture failed: ") and status.count("Error: ") == 2
     assert retries == []  # the retry failed before entering its context
     graphs.drop("vggt")
     graphs.clear()
