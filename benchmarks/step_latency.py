@@ -133,7 +133,11 @@ def _kineto_events(prof) -> list:
 
 def _ns(event, which: str) -> int:
     getter = getattr(event, f"{which}_ns", None)
-    return int(getter()) if getter is not None else int(getattr(event, f"{which}_us")() * 1000)
+    if getter is not None:
+        return int(getter())
+    if which == "end" and not hasattr(event, "end_us"):  # torch 2.3: start + duration only
+        return _ns(event, "start") + int(event.duration_us() * 1000)
+    return int(getattr(event, f"{which}_us")() * 1000)
 
 
 def _union_inside(intervals: list[tuple[int, int]], lo: int, hi: int) -> int:
