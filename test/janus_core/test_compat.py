@@ -6,6 +6,7 @@ helpers' own contracts.
 
 import inspect
 
+import pytest
 import torch
 from janus_test_utils import small_cfg
 from torch import nn
@@ -86,6 +87,7 @@ def test_cache_arguments_use_this_versions_name_and_any_update_call():
 
 
 def test_training_arguments_take_the_4_57_names(tmp_path):
+    pytest.importorskip("accelerate", reason="the Trainer needs the training extra")
     args = compat.training_arguments(output_dir=str(tmp_path), warmup_ratio=0.1,
                                      save_safetensors=True, use_cpu=True, report_to=[])
     assert args.get_warmup_steps(100) == 10 and getattr(args, "save_safetensors", True)
