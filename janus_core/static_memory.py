@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from janus_core.config import MemoryConfig, QwenVLConfig, VGGTConfig
-from janus_core.memory import SpatialCache
+from janus_core.memory import SemanticCache, SpatialCache
 
 _FREE = -1
 _HELD, _WORK, _UNUSED = "held", "work", "free"
@@ -142,12 +142,14 @@ class StaticSpatialCache(SpatialCache):
         return "Static" + super().__repr__()
 
 
-class StaticSemanticCache:
+class StaticSemanticCache(SemanticCache):
     r"""The LLM's K/V over the prompt prefix and the held frames, in fixed-shape buffers.
 
     Holds the same frames as :class:`janus_core.memory.SemanticCache` (first ``initial`` +
     ``recent`` most recent, evicted in the same order, the same positions) with the same public
-    protocol; see that class for what is kept and why. Buffer layout (tokens)::
+    protocol; see that class for what is kept and why. It inherits that class's slot
+    bookkeeping (frame ids, spans, positions, embeddings) and replaces its storage, which here
+    never changes shape. Buffer layout (tokens)::
 
         [0, P)                                   the prefix (P = prefix_len), written once
         [P + s * F, P + (s + 1) * F)             frame slot s, s < initial + recent + 1
@@ -219,13 +221,6 @@ class StaticSemanticCache:
         self._clear()
 
     # ---- sizes -------------------------------------------------------------------------------
-    @staticmethod
-    def capacity_for(memory_cfg: MemoryConfig, frame_tokens: int, prefix_len: int,
-                     scratch_len: int) -> int:
-        """Buffer tokens: ``prefix + (initial + recent + 1) * frame_tokens + scratch``."""
-        slots = memory_cfg.semantic_initial + memory_cfg.semantic_recent + 1
-        return prefix_len + slots * frame_tokens + scratch_len
-
     @property
     def capacity(self) -> int:
         """Tokens the K/V buffer holds (every step attends over all of them)."""
@@ -286,59 +281,6 @@ class StaticSemanticCache:
                                        dtype=self.dtype)
         self._index_store = torch.zeros(rows, dtype=torch.long, device=self.device)
         self.generation += 1
-
-    @property
-    def frames_seen(self) -> int:
-        """Frames committed since the last reset (the next frame's episode index)."""
-        return self._frames_seen
-
-    @property
-    def num_frames(self) -> int:
-        """Frames held (at most initial + recent)."""
-        return sum(f != _FREE for f in self._slot_frame)
-
-    @property
-    def frame_ids(self) -> list[int]:
-        """Episode indices of the held frames, sorted."""
-        return sorted(f for f in self._slot_frame if f != _FREE)
-
-    @property
-    def next_position(self) -> int:
-        """The mRoPE position the next frame starts at (one past every position written)."""
-        return self._next_position
-
-    @property
-    def held_tokens(self) -> int:
-        """Tokens held between steps: prefix + held frames."""
-        return (self.prefix_len if self._prefix_done else 0) + self.num_frames * self.frame_tokens
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        """Tokens held between steps (transformers' cache API)."""
-        return self.held_tokens
-
-    def _slot_of(self, frame_id: int) -> int:
-        if frame_id == _FREE or frame_id not in self._slot_frame:
-            raise KeyError(f"frame {frame_id} is not held; held frames: {self.frame_ids}")
-        return self._slot_frame.index(frame_id)
-
-    def frame_positions(self, frame_id: int) -> tuple[int, int]:
-        """``[start, end)`` mRoPE positions of a held frame (all three axes lie in it)."""
-        return self._slot_positions[self._slot_of(frame_id)]
-
-    def frame_span(self, frame_id: int) -> tuple[int, int]:
-        """``[start, end)`` buffer indices of a held frame's tokens."""
-        start = self.prefix_len + self._slot_of(frame_id) * self.frame_tokens
-        return start, start + self.frame_tokens
-
-    def frame_embeds(self, frame_id: int) -> Tensor:
-        """Visual embeddings a held frame was prefilled with: view ``[image_tokens, hidden]``."""
-        return self._embeds[self._slot_of(frame_id)]
-
-    def token_index(self) -> Tensor:
-        """Buffer indices of the held tokens in time order (prefix, then frames by index)."""
-        spans = [range(self.prefix_len)] if self._prefix_done else []
-        spans += [range(*self.frame_span(f)) for f in self.frame_ids]
-        return torch.tensor([i for span in spans for i in span], dtype=torch.long)
 
     def layer_kv(self, layer: int) -> tuple[Tensor, Tensor]:
         """Held K/V of one layer in time order (copies): ``[1, kv_heads, held, head_dim]``."""
@@ -465,20 +407,6 @@ class StaticSemanticCache:
     def mark_written(self) -> None:
         """Record that every layer was written (a replayed CUDA graph ran the ``update`` s)."""
         self._pending_layers = set(range(self.num_layers))
-
-    def _check_written(self, what: str) -> None:
-        if len(self._pending_layers) != self.num_layers:
-            missing = sorted(set(range(self.num_layers)) - self._pending_layers)
-            raise RuntimeError(f"{what} before every layer was written; missing {missing}")
-
-    def end_prefix(self, position_end: int) -> None:
-        """Keep the prefix just written; the first frame starts at ``position_end``."""
-        if self._prefix_done or self._write_len != self.prefix_len:
-            raise RuntimeError("end_prefix() must follow the prefix forward, once per episode")
-        self._check_written("end_prefix()")
-        self._prefix_done = True
-        self._next_position = position_end
-        self._write_len = 0
 
     def commit_frame(self, embeds: Tensor, position_end: int) -> int | None:
         """Keep the frame written to the working slot; evict beyond the windows.
