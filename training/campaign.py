@@ -45,9 +45,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from janus_core.config import resolve_device
+from janus_core.config import parse_sets, resolve_device
 from janus_core.processor import JanusProcessor
 from training.heldout import (
     HeldoutScore,
@@ -341,13 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {"time_budget_min": args.time_budget_min,
                                  "workers": args.workers, "device": args.device}
-    for item in args.sets:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            log.error("--set %r: expected KEY=VALUE", item)
-            return 2
-        overrides[key] = yaml.safe_load(raw)
     try:
+        overrides.update(parse_sets(RecipeConfig, args.sets, RecipeError))
         cfg = load_recipe_config(args.config, **overrides)
         if args.command == "export":
             if not args.state:
