@@ -5,10 +5,10 @@
 # into .whl/ (ignored by git; about 43 MB): pytest, accelerate, the embedded simulator's
 # moderngl/glcontext/scipy/scikit-fmm, Pillow. Usage: scripts/offline_wheels.sh [PY_VERSION]
 # (default 3.12). Then, on that machine, from the repository root:
-#   python3 -m venv --system-site-packages /tmp/jv
-#   /tmp/jv/bin/pip install --no-index --find-links .whl pytest accelerate moderngl scipy \
+#   python3 -m venv --system-site-packages "$HOME/jv"
+#   "$HOME/jv"/bin/pip install --no-index --find-links .whl pytest accelerate moderngl scipy \
 #       scikit-fmm pillow
-#   OMP_NUM_THREADS=8 /tmp/jv/bin/python -m pytest -q -p no:cacheprovider test/janus_core \
+#   OMP_NUM_THREADS=8 "$HOME/jv"/bin/python -m pytest -q -p no:cacheprovider test/janus_core \
 #       test/training
 set -euo pipefail
 cd "$(dirname "$0")/.."
