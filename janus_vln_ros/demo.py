@@ -152,7 +152,7 @@ def run_in_process(spec: str, split: Path, episode: Any, run_dir: Path, width: i
     A checkpoint's policy is built here on ``device`` (a baseline is built by the runner); its
     per-step probabilities come back as ``step_probs`` in the returned summary.
     """
-    from sim_bridge.evaluate import EvalConfig, evaluate
+    from sim_bridge.evaluate import EvalConfig, evaluate, janus_overrides
 
     cfg = EvalConfig(policy=spec, split=str(split), episode_ids=[str(episode.episode_id)],
                      output_dir=str(run_dir), width=width, height=height, hfov_deg=hfov,
@@ -163,7 +163,7 @@ def run_in_process(spec: str, split: Path, episode: Any, run_dir: Path, width: i
         from janus_core.factory import build_policy
 
         try:
-            policy = _ProbsRecorder(build_policy(spec, device=device))
+            policy = _ProbsRecorder(build_policy(spec, device=device, **janus_overrides(cfg)))
         except (ValueError, OSError) as err:  # CheckpointError, ConfigError, a bad device
             raise DemoError(f"--model {spec}: {err}") from None
     try:

@@ -308,8 +308,22 @@ def _select_local_device() -> None:
         torch.cuda.set_device(int(local_rank) % torch.cuda.device_count())
 
 
-def build_policy(spec: str, sim: Any) -> Policy:
-    """A baseline (``random``, ``forward``, ``expert``) or a JanusVLN policy from a preset/dir."""
+def janus_overrides(cfg: EvalConfig) -> dict[str, Any]:
+    """Config overrides for a JanusVLN policy driven by an evaluation.
+
+    A JanusVLN policy forces STOP at its own ``max_steps`` (400, the release's loop). Under an
+    evaluation the protocol decides that (``force_stop_at``: 400 for ``release``, never for
+    ``vlnce``), so the policy's own limit is moved to the episode's step limit, where it never
+    fires: otherwise a "VLN-CE" number would silently carry the release's forced STOP.
+    """
+    return {"max_steps": cfg.max_steps}
+
+
+def build_policy(spec: str, sim: Any, cfg: EvalConfig | None = None) -> Policy:
+    """A baseline (``random``, ``forward``, ``expert``) or a JanusVLN policy from a preset/dir.
+
+    With ``cfg``, a JanusVLN policy gets :func:`janus_overrides` (the protocol decides STOP).
+    """
     if spec == "random":
         return EpisodeSeededRandomPolicy()
     if spec == "forward":
@@ -329,7 +343,7 @@ def build_policy(spec: str, sim: Any) -> Policy:
                         f"is one of {BASELINES}, a preset name or a checkpoint directory)")
     _select_local_device()
     try:
-        return build_janus_policy(spec)
+        return build_janus_policy(spec, **(janus_overrides(cfg) if cfg is not None else {}))
     except (ValueError, OSError) as err:  # ConfigError, missing or mismatched checkpoint files
         raise EvalError(f"policy {spec!r} cannot be built: {err}") from err
 
@@ -888,7 +902,7 @@ def evaluate(
             if sim is None:
                 sim, own_sim = make_sim(cfg), True
             if policy is None:
-                policy, own_policy = build_policy(cfg.policy, sim), True
+                policy, own_policy = build_policy(cfg.policy, sim, cfg), True
             check_frame_size(policy, cfg)
             _run_shard(plan, sim, policy, todo)
     finally:

@@ -360,7 +360,7 @@ class _Worker:
         return {"done": True, "summary": summary}
 
     def eval(self, spec: str, checkpoint: str | None, cfg: dict[str, Any]) -> dict[str, Any]:
-        from sim_bridge.evaluate import EvalConfig, evaluate, make_sim
+        from sim_bridge.evaluate import EvalConfig, evaluate, janus_overrides, make_sim
 
         ecfg = EvalConfig(**cfg)
         key = ("eval", ecfg.width, ecfg.height)
@@ -376,7 +376,8 @@ class _Worker:
                 device = self.settings.eval_device
                 if device == "auto":
                     device = "cuda" if torch.cuda.is_available() else "cpu"
-                self._policies[spec] = build_policy(checkpoint, device=device)
+                self._policies[spec] = build_policy(checkpoint, device=device,
+                                                    **janus_overrides(ecfg))
             policy = self._policies[spec]
         data = evaluate(ecfg, policy=policy, sim=self._sims[key])
         return {"finished": data["finished"], "expected": data["expected"]}

@@ -524,3 +524,14 @@ def test_refused_episodes_name_the_file_episode_and_field(split, tmp_path):
                        "loaded by the embedded backend .*no backend loads it"):
         evaluate(cfg_for(tmp_path / "unknown.json.gz", tmp_path / "run2", policy="random"))
     assert not (tmp_path / "run2").exists()
+
+
+def test_the_protocol_not_the_policy_decides_the_forced_stop(split, tmp_path):
+    # a JanusVLN policy forces STOP at its own max_steps (400, the release loop); evaluated, the
+    # protocol decides: the policy's limit moves to the episode's, where it never fires
+    from sim_bridge.evaluate import build_policy
+
+    cfg = cfg_for(split, tmp_path, policy="tiny", max_steps=37)
+    policy = build_policy("tiny", None, cfg)
+    assert policy.cfg.max_steps == 37 and cfg.force_stop_at is None
+    assert build_policy("tiny", None).cfg.max_steps == 400  # outside an evaluation: unchanged
