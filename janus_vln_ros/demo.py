@@ -90,9 +90,10 @@ def choose_policy(model: str | None) -> tuple[str, str, Any]:
         raise DemoError(f"--model {model}: {what}; give a checkpoint folder, or one of expert, "
                         "random, forward")
     log.warning(
-        "%s has no trained weights (%s): they are not in the repository yet (see %s). Running "
-        "the simulator's shortest-path EXPERT instead, to show the pipeline; --model DIR runs "
-        "a checkpoint", path, WEIGHTS, path / "MODEL_CARD.md")
+        "%s has no trained weights (%s): no checkpoint beats the forward-only baseline yet; "
+        "the one in training is %s (see %s). Running the simulator's shortest-path EXPERT "
+        "instead, to show the pipeline; --model DIR runs a checkpoint", path, WEIGHTS,
+        path / "campaign", path / "MODEL_CARD.md")
     return "expert (model weights missing)", "expert", None
 
 

@@ -4,7 +4,7 @@ A device call lasts at most ten minutes and may be refused, so JanusVLN-small is
 chain of calls. Each call of ::
 
     python -m training.campaign --config config/recipe_small.yaml \
-        --state models/janusvln-small/train_state --work-dir /tmp/campaign --out-dir OUT \
+        --state models/janusvln-small/campaign/train_state --work-dir /tmp/campaign --out-dir OUT \
         --time-budget-min 8.5
 
 1. makes the data (deterministic: the recipe's generated training episodes and expert
@@ -26,8 +26,10 @@ chain of calls. Each call of ::
    ``<work>/models/``.
 
 The next call passes ``--state OUT/state`` of the last one (carried back to the device). At the
-end of a session ``python -m training.campaign export --state OUT/state --out
-models/janusvln-small`` writes the shipped checkpoint and the committed state.
+end of a session ``python -m training.campaign export --state OUT/state --out-dir
+models/janusvln-small/campaign`` writes the checkpoint and the committed state; a checkpoint that
+beats the forward-only baseline is exported to ``models/janusvln-small`` itself, where
+``janus-vln demo`` runs it.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def test_missing_weights_fall_back_to_the_expert(tmp_path, short_split, capsys, 
     code = demo.main(["--split", str(short_split), "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0
-    assert "has no trained weights (model.safetensors): they are not in the repository yet" in (
+    assert "has no trained weights (model.safetensors): no checkpoint beats the forward" in (
         caplog.text) and "EXPERT" in caplog.text
     assert "Outcome: SUCCESS" in captured.out and "| Episodes |" in captured.out
     record = demo.episode_record(out / "run")
