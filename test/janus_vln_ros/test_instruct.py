@@ -49,8 +49,12 @@ def test_six_instructions_in_a_row_all_arrive(harness, capsys):
             assert cli.main(["instruct", "--namespace", "nav_instr", text]) == 0
             out = capsys.readouterr().out
             assert f"'{text}'" in out and "state" not in out  # active: no remark
+        # `instruct` returns once its own subscription saw the acknowledgement; the harness's
+        # status subscription may get that message a moment later
+        wanted = {"go to the hall", *texts}
+        wait_until(lambda: wanted <= {s.instruction for s in nav.statuses()}, 5.0)
         got = [s.instruction for s in nav.statuses()]
-        for text in ["go to the hall", *texts]:
+        for text in wanted:
             assert text in got, got
         assert wait_until(lambda: nav.statuses()[-1].instruction == texts[-1], 3.0)
         episodes = sorted({s.episode for s in nav.statuses() if s.instruction in texts})

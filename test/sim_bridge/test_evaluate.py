@@ -284,7 +284,8 @@ def test_outcome_codes_and_degenerate_episodes(split, tmp_path, capsys):
 def test_interrupted_cli_run_keeps_partial_metrics(split, tmp_path, monkeypatch, capsys):
     import sim_bridge.evaluate as ev
 
-    monkeypatch.setattr(ev, "build_policy", lambda spec, sim: InterruptAfterFirstEpisode())
+    monkeypatch.setattr(ev, "build_policy",
+                        lambda spec, sim, cfg=None: InterruptAfterFirstEpisode())
     out = tmp_path / "run"
     argv = ["--policy", "random", "--split", str(split), "--output-dir", str(out),
             "--set", "sim.render=false", "--no-progress"]
