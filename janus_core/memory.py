@@ -525,6 +525,18 @@ class SemanticCache:
         self._next_position = position_end
         self._write_len = 0
 
+    def _check_frame(self, embeds: Tensor, position_end: int) -> None:
+        """Refuse a frame's embeddings of the wrong shape or positions that do not advance."""
+        if tuple(embeds.shape) != (self.image_tokens, self.hidden_size):
+            raise ValueError(
+                f"embeds must be [{self.image_tokens}, {self.hidden_size}], "
+                f"got {tuple(embeds.shape)}"
+            )
+        if position_end <= self._next_position:
+            raise ValueError(
+                f"position_end {position_end} must exceed next_position {self._next_position}"
+            )
+
     def commit_frame(self, embeds: Tensor, position_end: int) -> int | None:
         """Keep the frame written at ``write_start``; evict beyond the windows.
 
@@ -536,15 +548,7 @@ class SemanticCache:
         if not self._prefix_done or self._write_len < self.frame_tokens:
             raise RuntimeError("commit_frame() must follow a step forward (begin(), forward)")
         self._check_written("commit_frame()")
-        if tuple(embeds.shape) != (self.image_tokens, self.hidden_size):
-            raise ValueError(
-                f"embeds must be [{self.image_tokens}, {self.hidden_size}], "
-                f"got {tuple(embeds.shape)}"
-            )
-        if position_end <= self._next_position:
-            raise ValueError(
-                f"position_end {position_end} must exceed next_position {self._next_position}"
-            )
+        self._check_frame(embeds, position_end)
         frame_id, positions = self._frames_seen, (self._next_position, position_end)
         self._frames_seen += 1
         self._next_position = position_end

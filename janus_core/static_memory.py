@@ -418,15 +418,7 @@ class StaticSemanticCache(SemanticCache):
         if not self._prefix_done or self._write_len != self.step_tokens:
             raise RuntimeError("commit_frame() must follow a step forward (begin(), forward)")
         self._check_written("commit_frame()")
-        if tuple(embeds.shape) != (self.image_tokens, self.hidden_size):
-            raise ValueError(
-                f"embeds must be [{self.image_tokens}, {self.hidden_size}], "
-                f"got {tuple(embeds.shape)}"
-            )
-        if position_end <= self._next_position:
-            raise ValueError(
-                f"position_end {position_end} must exceed next_position {self._next_position}"
-            )
+        self._check_frame(embeds, position_end)
         frame_id, slot = self._frames_seen, self._work_slot
         self._slot_frame[slot] = frame_id
         self._slot_positions[slot] = (self._next_position, position_end)
